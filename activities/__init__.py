@@ -1,0 +1,1 @@
+"""Activities: all of tidings' I/O (database, rendering, providers) lives here."""

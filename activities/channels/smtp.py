@@ -1,0 +1,113 @@
+"""Email over SMTP (STARTTLS and AUTH optional), with errors classified for retries."""
+
+from __future__ import annotations
+
+import contextlib
+import smtplib
+import ssl
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import formatdate, parseaddr
+
+from tidings.activities.channels import (
+    AmbiguousSendError,
+    OutgoingEmail,
+    PermanentSendError,
+    TransientSendError,
+)
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    host: str
+    port: int
+    username: str = ""
+    password: str = ""
+    starttls: bool = False
+    timeout_seconds: float = 30.0
+
+
+def compose(email: OutgoingEmail) -> EmailMessage:
+    """A multipart/alternative message: plain text first, HTML preferred when present."""
+    message = EmailMessage()
+    message["From"] = email.sender
+    message["To"] = email.to
+    message["Subject"] = email.subject
+    message["Date"] = formatdate(localtime=False)
+    message["Message-ID"] = email.message_id
+    for name, value in email.headers.items():
+        message[name] = value
+    message.set_content(email.text)
+    if email.html is not None:
+        message.add_alternative(email.html, subtype="html")
+    return message
+
+
+class SmtpProvider:
+    """Sends one message per connection; simple, and safe to call from many threads."""
+
+    name = "smtp"
+
+    def __init__(self, config: SmtpConfig) -> None:
+        self.config = config
+
+    def send(self, email: OutgoingEmail) -> str:
+        message = compose(email)
+        where = f"{self.config.host}:{self.config.port}"
+        smtp = smtplib.SMTP(timeout=self.config.timeout_seconds)
+        try:
+            try:
+                smtp.connect(self.config.host, self.config.port)
+                self._hello(smtp)
+                self._envelope(smtp, email)
+            except smtplib.SMTPResponseException as err:
+                raise _classify(err.smtp_code, err.smtp_error) from err
+            except (OSError, smtplib.SMTPException) as err:
+                raise TransientSendError(f"SMTP server {where} unreachable: {err}") from err
+            self._data(smtp, message)
+        finally:
+            with contextlib.suppress(OSError, smtplib.SMTPException):
+                smtp.quit()
+            smtp.close()
+        return email.message_id
+
+    def _hello(self, smtp: smtplib.SMTP) -> None:
+        smtp.ehlo()
+        if self.config.starttls:
+            smtp.starttls(context=ssl.create_default_context())
+            smtp.ehlo()
+        if self.config.username:
+            smtp.login(self.config.username, self.config.password)
+
+    @staticmethod
+    def _envelope(smtp: smtplib.SMTP, email: OutgoingEmail) -> None:
+        code, reply = smtp.mail(parseaddr(email.sender)[1])
+        if code != 250:
+            raise _classify(code, reply)
+        code, reply = smtp.rcpt(email.to)
+        if code not in (250, 251):
+            raise _classify(code, reply)
+
+    @staticmethod
+    def _data(smtp: smtplib.SMTP, message: EmailMessage) -> None:
+        """Once the message is handed over, a lost connection leaves its fate unknown."""
+        try:
+            # SMTP lines end in CRLF; smtplib leaves bytes as they are.
+            code, reply = smtp.data(message.as_bytes(policy=message.policy.clone(linesep="\r\n")))
+        except smtplib.SMTPResponseException as err:
+            raise _classify(err.smtp_code, err.smtp_error) from err
+        except (OSError, smtplib.SMTPException) as err:
+            raise AmbiguousSendError(
+                f"connection lost while handing over the message: {err}"
+            ) from err
+        if code != 250:
+            raise _classify(code, reply)
+
+
+def _classify(code: int, reply: bytes | str) -> TransientSendError | PermanentSendError:
+    """4xx (and 421 service closing) may pass later; 5xx will not."""
+    text = reply.decode(errors="replace") if isinstance(reply, bytes) else reply
+    detail = f"SMTP {code} {text}".strip()
+    if 400 <= code < 500:
+        return TransientSendError(detail)
+    return PermanentSendError(detail)

@@ -1,0 +1,206 @@
+"""The email send activity: render, claim the delivery, hand over, record.
+
+Idempotent by construction: the delivery row with the step's unique key is
+committed before the provider is called, so a retried activity or a replayed
+workflow finds it and returns the earlier result instead of sending again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from email.utils import parseaddr
+
+import structlog
+from sqlmodel import Session
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from tidings.activities.channels import (
+    AmbiguousSendError,
+    EmailProvider,
+    OutgoingEmail,
+    PermanentSendError,
+    TransientSendError,
+)
+from tidings.activities.rendering import ContactFields, RenderError, render, template_data
+from tidings.db import deliveries
+from tidings.db.contacts import primary_address, snapshot
+from tidings.db.engine import Database
+from tidings.errors import UnknownContactError
+from tidings.models.tables import Delivery
+from tidings.models.template import EmailTemplate
+from tidings.models.workflow_io import SendEmailInput, SendResult, SendStatus
+
+log = structlog.get_logger(__name__)
+
+DELIVERY_HEADER = "X-Tidings-Delivery"
+"""An opaque delivery id in every email, to trace a message back to its journey step."""
+
+
+class EmailSender:
+    """Holds what the send activity needs; one instance per worker."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        templates: Mapping[str, EmailTemplate],
+        provider: EmailProvider,
+        sender: str,
+        default_timezone: str,
+    ) -> None:
+        self._db = db
+        self._templates = templates
+        self._provider = provider
+        self._sender = sender
+        self._default_timezone = default_timezone
+
+    @activity.defn(name="send_email")
+    def send_email(self, input: SendEmailInput) -> SendResult:
+        new = deliveries.NewDelivery(
+            idempotency_key=input.idempotency_key,
+            contact_key=input.contact_key,
+            journey=input.journey,
+            step_id=input.step_id,
+            channel="email",
+            template=input.template,
+            purpose=input.purpose,
+            scheduled_at=input.scheduled_at,
+        )
+        with self._db.session() as session:
+            earlier = deliveries.find(session=session, idempotency_key=new.idempotency_key)
+            if earlier is not None and earlier.status in deliveries.FINAL:
+                return _result(earlier)
+            prepared = self._prepare(session, input)
+            if isinstance(prepared, tuple):
+                status, why = prepared
+                return _result(
+                    deliveries.record(
+                        session=session, new=new, status=status, error=why, now=_now()
+                    )
+                )
+            claim = deliveries.claim(session=session, new=new, to_address=prepared.to, now=_now())
+        if claim.verdict == "done":
+            return _result(claim.delivery)
+        email = prepared.model_copy(
+            update={
+                "message_id": _message_id(input.idempotency_key, self._sender),
+                "headers": {DELIVERY_HEADER: claim.delivery.id},
+            }
+        )
+        return self._hand_over(claim.delivery, email)
+
+    def _prepare(self, session: Session, input: SendEmailInput) -> OutgoingEmail | tuple[str, str]:
+        """The rendered email, or (status, reason) when there is nothing to send."""
+        template = self._templates.get(input.template)
+        if template is None:
+            return deliveries.FAILED, (
+                f"template {input.template!r} no longer exists; add templates/"
+                f"{input.template}.yaml back or change step {input.step_id!r}"
+            )
+        to = primary_address(session=session, key=input.contact_key, kind="email")
+        if to is None:
+            return deliveries.SKIPPED, "the contact has no email address"
+        traits = [p[2] for p in template.declared() if p[:2] == ("contact", "traits")]
+        try:
+            contact = snapshot(
+                session=session,
+                key=input.contact_key,
+                traits=traits,
+                default_timezone=self._default_timezone,
+            )
+            data = template_data(
+                template,
+                contact=ContactFields(**contact.model_dump()),
+                event=input.event,
+                trigger=input.trigger,
+            )
+            rendered = render(template, data)
+        except UnknownContactError:
+            return deliveries.SKIPPED, "the contact no longer exists"
+        except RenderError as err:
+            return deliveries.FAILED, str(err)
+        return OutgoingEmail(
+            sender=self._sender,
+            to=to,
+            subject=rendered.subject,
+            text=rendered.text,
+            html=rendered.html,
+            message_id="",
+        )
+
+    def _hand_over(self, delivery: Delivery, email: OutgoingEmail) -> SendResult:
+        bound = log.bind(delivery_id=delivery.id, journey=delivery.journey, step=delivery.step_id)
+        try:
+            provider_id = self._provider.send(email)
+        except TransientSendError as err:
+            last = _is_last_attempt()
+            self._finish(delivery, deliveries.FAILED if last else deliveries.DEFERRED, str(err))
+            bound.warning("send deferred", error=str(err), last_attempt=last)
+            if last:
+                return SendResult(delivery_id=delivery.id, status="failed", detail=str(err))
+            raise ApplicationError(
+                str(err),
+                type="TransientSendError",
+                next_retry_delay=_seconds(err.retry_after_seconds),
+            ) from err
+        except PermanentSendError as err:
+            self._finish(delivery, deliveries.FAILED, str(err))
+            bound.warning("send failed", error=str(err))
+            return SendResult(delivery_id=delivery.id, status="failed", detail=str(err))
+        except AmbiguousSendError as err:
+            self._finish(delivery, deliveries.UNCERTAIN, str(err))
+            bound.error("send uncertain", error=str(err))
+            return SendResult(delivery_id=delivery.id, status="uncertain", detail=str(err))
+        with self._db.session() as session:
+            deliveries.finish(
+                session=session,
+                delivery_id=delivery.id,
+                status=deliveries.SENT,
+                provider_message_id=provider_id,
+                now=_now(),
+            )
+        bound.info("sent", provider=self._provider.name)
+        return SendResult(delivery_id=delivery.id, status="sent")
+
+    def _finish(self, delivery: Delivery, status: str, error: str) -> None:
+        with self._db.session() as session:
+            deliveries.finish(
+                session=session, delivery_id=delivery.id, status=status, error=error, now=_now()
+            )
+
+
+_RESULT_STATUS: dict[str, SendStatus] = {
+    deliveries.SENT: "sent",
+    deliveries.FAILED: "failed",
+    deliveries.SKIPPED: "skipped",
+}
+
+
+def _result(delivery: Delivery) -> SendResult:
+    """What an earlier attempt did; anything unfinished counts as uncertain."""
+    status = _RESULT_STATUS.get(delivery.status, "uncertain")
+    return SendResult(delivery_id=delivery.id, status=status, detail=delivery.error or "")
+
+
+def _message_id(idempotency_key: str, sender: str) -> str:
+    """Stable per delivery, so a message can be traced and recipients can dedupe."""
+    digest = hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
+    domain = parseaddr(sender)[1].rpartition("@")[2] or "tidings.invalid"
+    return f"<{digest}@{domain}>"
+
+
+def _is_last_attempt() -> bool:
+    info = activity.info()
+    policy = info.retry_policy
+    return policy is not None and 0 < policy.maximum_attempts <= info.attempt
+
+
+def _seconds(value: float | None) -> timedelta | None:
+    return None if value is None else timedelta(seconds=value)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

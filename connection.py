@@ -1,0 +1,91 @@
+"""The one way tidings connects to Temporal: envconfig, pydantic payloads, search attributes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import (
+    AddSearchAttributesRequest,
+    ListSearchAttributesRequest,
+)
+from temporalio.client import Client
+from temporalio.common import SearchAttributeIndexedValueType
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.envconfig import ClientConfig
+
+from tidings import naming
+from tidings.errors import TidingsError
+
+DEFAULT_ADDRESS = "localhost:7233"
+
+
+async def connect(
+    *, address: str | None = None, namespace: str | None = None, profile: str | None = None
+) -> Client:
+    """Connect as Temporal's envconfig says (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
+    TEMPORAL_API_KEY, TLS settings, temporal.toml profiles); arguments win."""
+    config: dict[str, Any] = dict(ClientConfig.load_client_connect_config(profile=profile))
+    if address:
+        config["target_host"] = address
+    if namespace:
+        config["namespace"] = namespace
+    config.setdefault("target_host", DEFAULT_ADDRESS)
+    try:
+        return await Client.connect(**config, data_converter=pydantic_data_converter)
+    except RuntimeError as err:
+        raise TidingsError(
+            f"cannot reach Temporal at {config['target_host']}: {err}. Start `tidings dev`, "
+            "or point TEMPORAL_ADDRESS (or a temporal.toml profile) at your cluster"
+        ) from err
+
+
+def _index_type(kind: SearchAttributeIndexedValueType) -> IndexedValueType.ValueType:
+    return IndexedValueType.ValueType(kind.value)
+
+
+async def register_search_attributes(client: Client) -> None:
+    """Add tidings' search attributes (dev and test servers; clusters do it once by hand)."""
+    await client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=client.namespace,
+            search_attributes={
+                key.name: _index_type(key.indexed_value_type) for key in naming.SEARCH_ATTRIBUTES
+            },
+        )
+    )
+
+
+async def missing_search_attributes(client: Client) -> list[str]:
+    """The tidings search attributes the namespace lacks (journeys would stall without them)."""
+    response = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=client.namespace)
+    )
+    known = set(response.custom_attributes) | set(response.system_attributes)
+    return [key.name for key in naming.SEARCH_ATTRIBUTES if key.name not in known]
+
+
+_TYPE_NAMES = {
+    SearchAttributeIndexedValueType.KEYWORD: "Keyword",
+    SearchAttributeIndexedValueType.INT: "Int",
+}
+
+
+def search_attribute_flags() -> list[str]:
+    """`--search-attribute` flags for `temporal server start-dev`."""
+    flags = []
+    for key in naming.SEARCH_ATTRIBUTES:
+        flags += ["--search-attribute", f"{key.name}={_TYPE_NAMES[key.indexed_value_type]}"]
+    return flags
+
+
+def create_commands(namespace: str = "default") -> list[str]:
+    """The CLI commands that register the search attributes on a cluster (one per type)."""
+    by_type: dict[str, list[str]] = {}
+    for key in naming.SEARCH_ATTRIBUTES:
+        by_type.setdefault(_TYPE_NAMES[key.indexed_value_type], []).append(key.name)
+    return [
+        f"temporal operator search-attribute create --namespace {namespace} --type {kind} "
+        + " ".join(f"--name {name}" for name in names)
+        for kind, names in by_type.items()
+    ]

@@ -1,0 +1,1 @@
+"""Persistence: keyword-only functions over a sqlmodel Session, one module per table family."""

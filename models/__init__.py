@@ -1,0 +1,1 @@
+"""Pydantic models (journey spec, events, workflow payloads) and sqlmodel tables."""

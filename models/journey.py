@@ -1,0 +1,396 @@
+"""The journey DSL: a YAML journey file is data, validated into these models.
+
+Structural rules (types, names, required keys) are pydantic's job; rules that
+span steps (targets exist, every step is reachable, no loop without a wait,
+conditions read fields that exist) are in `journey_problems`, so every
+problem in a file is reported at once, by step id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+
+from tidings.models.events import PropertySchema
+from tidings.models.expressions import (
+    STEP_ROOTS,
+    TRIGGER_ROOTS,
+    ExpressionError,
+    FieldRef,
+    check_expression,
+)
+from tidings.models.primitives import (
+    END,
+    Duration,
+    EventName,
+    JourneyName,
+    PositiveDuration,
+    Purpose,
+    StepId,
+    TemplateName,
+    TimeOfDay,
+    TraitName,
+)
+
+StepTarget = StepId
+"""A step id, or `end` to finish the journey."""
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Trigger(_Spec):
+    event: EventName
+    where: str | None = None
+    properties: PropertySchema = {}
+
+
+class Reentry(_Spec):
+    """Whether a contact may enter the journey again.
+
+    `never`: once per contact, ever. `after_exit`: again once the previous
+    entry has ended (and, with a cooldown, that long after it ended). While an
+    entry runs, its trigger event reaches the running journey instead.
+    """
+
+    policy: Literal["never", "after_exit"] = "never"
+    cooldown: PositiveDuration | None = None
+
+    @model_validator(mode="after")
+    def _cooldown_needs_reentry(self) -> Reentry:
+        if self.cooldown is not None and self.policy == "never":
+            raise ValueError("a cooldown only applies with policy after_exit")
+        return self
+
+
+class Goal(_Spec):
+    """The event the journey exists to cause; it ends the journey."""
+
+    event: EventName
+    within: PositiveDuration
+
+
+class _Step(_Spec):
+    kind: ClassVar[str]
+    id: StepId
+    next: StepTarget | None = Field(
+        default=None, description="Where to go afterwards; defaults to the following step."
+    )
+
+
+class WaitStep(_Step):
+    kind: ClassVar[str] = "wait"
+    wait: PositiveDuration
+
+
+class WaitUntil(_Spec):
+    """A moment in the contact's time zone.
+
+    `at` alone: the next time the clock shows that time (on one of `weekdays`).
+    `trait`: the date (or date-time) in that trait plus `offset`, at `at`
+    (default 09:00) local time.
+    """
+
+    at: TimeOfDay | None = None
+    trait: TraitName | None = None
+    offset: Duration = timedelta(0)
+    weekdays: list[Weekday] | None = None
+    if_past: StepTarget | Literal["continue"] = "continue"
+    if_missing: StepTarget = END
+
+    @model_validator(mode="after")
+    def _needs_a_moment(self) -> WaitUntil:
+        if self.at is None and self.trait is None:
+            raise ValueError(
+                "wait_until needs `at` (a time of day), `trait` (a date trait), or both"
+            )
+        if self.trait is None and self.offset:
+            raise ValueError("`offset` applies to a trait date; add `trait`")
+        if self.weekdays is not None and not self.weekdays:
+            raise ValueError("`weekdays` must list at least one day, or be left out")
+        return self
+
+
+class WaitUntilStep(_Step):
+    kind: ClassVar[str] = "wait_until"
+    wait_until: WaitUntil
+
+
+class WaitFor(_Spec):
+    event: EventName
+    timeout: PositiveDuration
+    on_timeout: StepTarget
+    on_event: StepTarget | None = None
+    since: Literal["step", "entry"] = Field(
+        default="step",
+        description="`step`: only events arriving while waiting count; "
+        "`entry`: one received any time since the journey began counts too.",
+    )
+
+
+class WaitForStep(_Step):
+    kind: ClassVar[str] = "wait_for"
+    wait_for: WaitFor
+
+
+class BranchCase(_Spec):
+    when: str
+    goto: StepTarget
+
+
+class BranchElse(_Spec):
+    otherwise: StepTarget = Field(alias="else")
+
+
+def _case_kind(value: Any) -> str:
+    if isinstance(value, BranchElse) or (isinstance(value, dict) and "else" in value):
+        return "else"
+    return "case"
+
+
+BranchEntry = Annotated[
+    Annotated[BranchCase, Tag("case")] | Annotated[BranchElse, Tag("else")],
+    Discriminator(_case_kind),
+]
+
+
+class BranchStep(_Step):
+    kind: ClassVar[str] = "branch"
+    branch: list[BranchEntry] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _else_last(self) -> BranchStep:
+        elses = [i for i, case in enumerate(self.branch) if isinstance(case, BranchElse)]
+        if len(elses) > 1 or (elses and elses[0] != len(self.branch) - 1):
+            raise ValueError("a branch may have one `else`, and it must come last")
+        return self
+
+    @property
+    def otherwise(self) -> StepTarget | None:
+        last = self.branch[-1]
+        return last.otherwise if isinstance(last, BranchElse) else None
+
+    @property
+    def cases(self) -> list[BranchCase]:
+        return [case for case in self.branch if isinstance(case, BranchCase)]
+
+
+class Send(_Spec):
+    channel: Literal["email"] = "email"
+    template: TemplateName
+    purpose: Purpose = "marketing"
+    topic: str | None = None
+
+
+class SendStep(_Step):
+    kind: ClassVar[str] = "send"
+    send: Send
+
+
+class GotoStep(_Step):
+    kind: ClassVar[str] = "goto"
+    goto: StepTarget
+
+
+class EndStep(_Step):
+    kind: ClassVar[str] = "end"
+    end: Literal[True]
+
+
+STEP_KINDS = ("wait", "wait_until", "wait_for", "branch", "send", "goto", "end")
+WAITING_KINDS = frozenset({"wait", "wait_until", "wait_for"})
+
+
+def _step_kind(value: Any) -> str | None:
+    if isinstance(value, dict):
+        present = [kind for kind in STEP_KINDS if kind in value]
+        return present[0] if len(present) == 1 else None
+    return getattr(value, "kind", None)
+
+
+Step = Annotated[
+    Annotated[WaitStep, Tag("wait")]
+    | Annotated[WaitUntilStep, Tag("wait_until")]
+    | Annotated[WaitForStep, Tag("wait_for")]
+    | Annotated[BranchStep, Tag("branch")]
+    | Annotated[SendStep, Tag("send")]
+    | Annotated[GotoStep, Tag("goto")]
+    | Annotated[EndStep, Tag("end")],
+    Discriminator(
+        _step_kind,
+        custom_error_type="step_kind",
+        custom_error_message="a step needs exactly one of: " + ", ".join(STEP_KINDS),
+    ),
+]
+
+
+class Journey(_Spec):
+    """One journey definition, as written in `journeys/<name>.yaml`."""
+
+    name: JourneyName
+    version: int = Field(ge=1)
+    description: str = ""
+    trigger: Trigger
+    reentry: Reentry = Reentry()
+    exit_on: list[EventName] = []
+    goal: Goal | None = None
+    steps: list[Step] = Field(min_length=1)
+
+    def step(self, step_id: str) -> Step:
+        for step in self.steps:
+            if step.id == step_id:
+                return step
+        raise KeyError(step_id)
+
+    def following(self, step_id: str) -> str:
+        """Where a step goes when it names no target: `next`, else the following step."""
+        ids = [step.id for step in self.steps]
+        index = ids.index(step_id)
+        explicit = self.steps[index].next
+        if explicit is not None:
+            return explicit
+        return ids[index + 1] if index + 1 < len(ids) else END
+
+    def listens_to(self) -> set[str]:
+        """Every event this journey reacts to while it runs."""
+        events = {self.trigger.event, *self.exit_on}
+        if self.goal:
+            events.add(self.goal.event)
+        events.update(s.wait_for.event for s in self.steps if isinstance(s, WaitForStep))
+        return events
+
+    def check_condition(self, source: str, roots: tuple[str, ...]) -> tuple[FieldRef, ...]:
+        """The fields a condition reads; ExpressionError if one cannot exist."""
+        return check_expression(
+            source,
+            roots=roots,
+            trigger_event=self.trigger.event,
+            trigger_properties=self.trigger.properties,
+        )
+
+    def successors(self, step: Step) -> list[str]:
+        """Every step a step can lead to (`end` included)."""
+        if isinstance(step, GotoStep):
+            return [step.goto]
+        if isinstance(step, EndStep):
+            return []
+        if isinstance(step, BranchStep):
+            targets = [case.goto for case in step.cases]
+            return [*targets, step.otherwise or self.following(step.id)]
+        if isinstance(step, WaitForStep):
+            return [step.wait_for.on_event or self.following(step.id), step.wait_for.on_timeout]
+        if isinstance(step, WaitUntilStep):
+            spec = step.wait_until
+            extra = [] if spec.if_past == "continue" else [spec.if_past]
+            return [self.following(step.id), *extra, spec.if_missing]
+        return [self.following(step.id)]
+
+    def templates(self) -> Iterator[tuple[str, str]]:
+        """(step id, template name) for every send."""
+        for step in self.steps:
+            if isinstance(step, SendStep):
+                yield step.id, step.send.template
+
+
+def journey_problems(journey: Journey) -> list[str]:
+    """Rules that span steps; each problem names the step it is about."""
+    problems: list[str] = []
+    ids = [step.id for step in journey.steps]
+    seen: set[str] = set()
+    for step_id in ids:
+        if step_id == END:
+            problems.append(f"step {END!r}: `end` is reserved for finishing; rename the step")
+        if step_id in seen:
+            problems.append(f"step {step_id!r}: the id is used twice; step ids must be unique")
+        seen.add(step_id)
+
+    known = set(ids) | {END}
+    for step in journey.steps:
+        for target in journey.successors(step):
+            if target not in known:
+                problems.append(
+                    f"step {step.id!r}: target {target!r} is not a step of this journey "
+                    f"(steps: {', '.join(ids)}; or `end`)"
+                )
+    if problems:
+        return problems
+
+    if journey.trigger.where:
+        try:
+            journey.check_condition(journey.trigger.where, TRIGGER_ROOTS)
+        except ExpressionError as err:
+            problems.append(f"trigger.where: {err}")
+    for step in journey.steps:
+        if isinstance(step, BranchStep):
+            for case in step.cases:
+                try:
+                    journey.check_condition(case.when, STEP_ROOTS)
+                except ExpressionError as err:
+                    problems.append(f"step {step.id!r}: when: {err}")
+
+    ending = set(journey.exit_on) | ({journey.goal.event} if journey.goal else set())
+    if journey.trigger.event in ending:
+        problems.append(
+            f"trigger: {journey.trigger.event!r} is also an exit or goal event, "
+            "so every entry would end at once"
+        )
+    for step in journey.steps:
+        if isinstance(step, WaitForStep) and step.wait_for.event in ending:
+            problems.append(
+                f"step {step.id!r}: waits for {step.wait_for.event!r}, but that event "
+                "ends the journey (exit_on/goal) before the step could see it"
+            )
+
+    problems.extend(_reachability_problems(journey))
+    problems.extend(_loop_problems(journey))
+    return problems
+
+
+def _reachability_problems(journey: Journey) -> list[str]:
+    by_id = {step.id: step for step in journey.steps}
+    reached = {journey.steps[0].id}
+    frontier = [journey.steps[0]]
+    while frontier:
+        for target in journey.successors(frontier.pop()):
+            if target in by_id and target not in reached:
+                reached.add(target)
+                frontier.append(by_id[target])
+    return [
+        f"step {step.id!r}: no step leads here; remove it or point a goto at it"
+        for step in journey.steps
+        if step.id not in reached
+    ]
+
+
+def _loop_problems(journey: Journey) -> list[str]:
+    """A cycle of steps none of which waits would spin (and maybe send) forever."""
+    by_id = {step.id: step for step in journey.steps if step.kind not in WAITING_KINDS}
+    problems: list[str] = []
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(step_id: str, path: list[str]) -> None:
+        state[step_id] = 1
+        for target in journey.successors(by_id[step_id]):
+            if target not in by_id:
+                continue
+            if state.get(target) == 1:
+                cycle = [*path[path.index(target) :], target]
+                problems.append(
+                    f"step {target!r}: the steps {' -> '.join(cycle)} loop without "
+                    "waiting; add a wait, wait_until or wait_for step to the loop"
+                )
+            elif target not in state:
+                visit(target, [*path, target])
+        state[step_id] = 2
+
+    for step_id in by_id:
+        if step_id not in state:
+            visit(step_id, [step_id])
+    return problems

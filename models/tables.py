@@ -1,0 +1,130 @@
+"""Database tables (sqlmodel). Any SQLAlchemy database; SQLite and PostgreSQL are tested."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, Index, UniqueConstraint
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every database (SQLite keeps no offset of its own)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are ambiguous; pass an aware datetime")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _time(nullable: bool = False, index: bool = False) -> Any:
+    return Field(sa_column=Column(UTCDateTime(), nullable=nullable, index=index))
+
+
+def _json() -> Any:
+    return Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class Contact(SQLModel, table=True):
+    """A person, known by a pseudonymous key; addresses live in identities."""
+
+    __tablename__ = "contacts"
+
+    key: str = Field(primary_key=True, max_length=128)
+    timezone: str | None = Field(default=None, max_length=64)
+    locale: str | None = Field(default=None, max_length=35)
+    traits: dict[str, Any] = _json()
+    created_at: datetime = _time()
+    updated_at: datetime = _time()
+
+
+class ContactIdentity(SQLModel, table=True):
+    """An email or phone number of a contact; one contact may have several."""
+
+    __tablename__ = "contact_identities"
+    __table_args__ = (UniqueConstraint("kind", "value", name="uq_identity_kind_value"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    contact_key: str = Field(foreign_key="contacts.key", index=True, max_length=128)
+    kind: str = Field(max_length=16)
+    value: str = Field(max_length=320)
+    created_at: datetime = _time()
+
+
+class EventRecord(SQLModel, table=True):
+    """Every event accepted by `track`; the event id makes `track` idempotent."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_contact_time", "contact_key", "occurred_at"),)
+
+    event_id: str = Field(primary_key=True, max_length=128)
+    contact_key: str = Field(max_length=128)
+    name: str = Field(max_length=100)
+    properties: dict[str, Any] = _json()
+    occurred_at: datetime = _time()
+    received_at: datetime = _time()
+    routed_at: datetime | None = _time(nullable=True)
+
+
+class JourneyRun(SQLModel, table=True):
+    """One entry of a contact into a journey; outlives Temporal's retention."""
+
+    __tablename__ = "journey_runs"
+    __table_args__ = (
+        UniqueConstraint("journey", "contact_key", "entry", name="uq_journey_run_entry"),
+        Index("ix_journey_runs_contact", "contact_key", "exited_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    journey: str = Field(max_length=64)
+    contact_key: str = Field(max_length=128)
+    entry: int
+    version: int
+    workflow_id: str = Field(max_length=256)
+    run_id: str = Field(max_length=64, unique=True)
+    entered_at: datetime = _time()
+    exited_at: datetime | None = _time(nullable=True)
+    outcome: str | None = Field(default=None, max_length=32)
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class Delivery(SQLModel, table=True):
+    """One message, written before the provider is called.
+
+    The unique idempotency key (workflow id, entry, step, visit) is what makes
+    a retried or replayed send activity find the earlier attempt instead of
+    sending again.
+    """
+
+    __tablename__ = "deliveries"
+    __table_args__ = (Index("ix_deliveries_contact", "contact_key", "scheduled_at"),)
+
+    id: str = Field(primary_key=True, max_length=32)
+    idempotency_key: str = Field(unique=True, max_length=400)
+    contact_key: str = Field(max_length=128)
+    journey: str = Field(max_length=64)
+    step_id: str = Field(max_length=64)
+    channel: str = Field(max_length=16)
+    template: str = Field(max_length=100)
+    purpose: str = Field(max_length=16)
+    to_address: str | None = Field(default=None, max_length=320)
+    status: str = Field(max_length=16)
+    attempts: int = 0
+    provider_message_id: str | None = Field(default=None, max_length=256)
+    error: str | None = Field(default=None, max_length=1000)
+    scheduled_at: datetime = _time()
+    sent_at: datetime | None = _time(nullable=True)
+    updated_at: datetime = _time()

@@ -1,0 +1,124 @@
+"""Inputs, state and results of the journey workflow and its activities.
+
+One model per workflow, signal, query and activity, so fields can be added
+later without breaking running journeys or recorded histories.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, Field
+
+from tidings.models.events import JourneyEvent
+from tidings.models.journey import Journey, Reentry
+from tidings.models.primitives import Purpose
+
+Outcome = Literal["completed", "converted", "exited", "not_admitted", "missing_data"]
+
+
+class SeenEvent(BaseModel):
+    seq: int
+    event: JourneyEvent
+
+
+class JourneyState(BaseModel):
+    """Everything a journey must carry across continue-as-new."""
+
+    entry: int = 0
+    entered_at: AwareDatetime | None = None
+    step_id: str
+    visits: dict[str, int] = {}
+    event_seq: int = 0
+    latest: dict[str, SeenEvent] = {}
+    received: dict[str, int] = {}
+    recent_event_ids: list[str] = []
+    trigger: JourneyEvent
+    current_event: JourneyEvent
+    sends: int = 0
+    continued: int = 0
+
+
+class JourneyInput(BaseModel):
+    """Start input: the spec travels with the journey, so an entry keeps its version."""
+
+    journey: Journey
+    contact_key: str
+    trigger: JourneyEvent
+    history_event_limit: int = Field(default=2_000, ge=20)
+    state: JourneyState | None = None
+
+
+class JourneyResult(BaseModel):
+    outcome: Outcome
+    reason: str
+    entry: int
+    sends: int
+
+
+class JourneyStatus(BaseModel):
+    """What the `status` query answers: where the journey is and what it waits for."""
+
+    journey: str
+    version: int
+    contact_key: str
+    entry: int
+    step_id: str
+    step_kind: str
+    waiting_for: str
+    wake_at: AwareDatetime | None
+    details: str
+    sends: int
+
+
+class EnterJourneyInput(BaseModel):
+    journey: str
+    version: int
+    contact_key: str
+    workflow_id: str
+    run_id: str
+    reentry: Reentry
+    now: AwareDatetime
+
+
+class EnterJourneyResult(BaseModel):
+    admitted: bool
+    entry: int = 0
+    reason: str = ""
+
+
+class ExitJourneyInput(BaseModel):
+    journey: str
+    contact_key: str
+    entry: int
+    outcome: Outcome
+    reason: str
+    now: AwareDatetime
+
+
+class LoadContactInput(BaseModel):
+    contact_key: str
+    traits: list[str] = []
+
+
+class SendEmailInput(BaseModel):
+    idempotency_key: str
+    journey: str
+    version: int
+    step_id: str
+    contact_key: str
+    template: str
+    purpose: Purpose
+    topic: str | None = None
+    trigger: JourneyEvent
+    event: JourneyEvent
+    scheduled_at: AwareDatetime
+
+
+SendStatus = Literal["sent", "failed", "skipped", "uncertain"]
+
+
+class SendResult(BaseModel):
+    delivery_id: str
+    status: SendStatus
+    detail: str = ""

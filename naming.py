@@ -1,0 +1,31 @@
+"""Names shared by worker, clients and operators: task queues, ids, search attributes.
+
+Nothing here may carry personal data: workflow ids and search attributes are
+stored unencrypted and shown to every operator. Contact keys are pseudonymous
+by construction (see `models.primitives.ContactKey`).
+"""
+
+from __future__ import annotations
+
+from temporalio.common import SearchAttributeKey
+
+JOURNEY_TASK_QUEUE = "tidings-journeys"
+EMAIL_TASK_QUEUE = "tidings-email"
+"""Sends run on a queue per channel so the server can rate-limit each provider."""
+
+JOURNEY_WORKFLOW = "Journey"
+EVENT_SIGNAL = "event"
+STATUS_QUERY = "status"
+
+CONTACT_KEY = SearchAttributeKey.for_keyword("ContactKey")
+JOURNEY = SearchAttributeKey.for_keyword("Journey")
+JOURNEY_VERSION = SearchAttributeKey.for_int("JourneyVersion")
+STEP = SearchAttributeKey.for_keyword("Step")
+WAITING_FOR = SearchAttributeKey.for_keyword("WaitingFor")
+
+SEARCH_ATTRIBUTES = (CONTACT_KEY, JOURNEY, JOURNEY_VERSION, STEP, WAITING_FOR)
+
+
+def journey_workflow_id(journey: str, contact_key: str) -> str:
+    """One workflow per (journey, contact): a second trigger finds the running one."""
+    return f"journey/{journey}/{contact_key}"

@@ -1,0 +1,274 @@
+"""The `tidings` command line: thin typer commands over the client and the dev stack."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+import typer
+from pydantic import JsonValue
+
+from tidings.catalog import Catalog, load_templates, validate_files
+from tidings.errors import InputError, SpecError, TidingsError
+from tidings.logs import configure_logging
+from tidings.settings import Settings
+from tidings.starter.client import TidingsClient
+from tidings.starter.dev import DevPorts, run_dev
+from tidings.starter.outbox import read_email_outbox
+
+app = typer.Typer(
+    name="tidings",
+    help="Durable customer journeys and lifecycle messaging on Temporal.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+journeys_app = typer.Typer(help="Journey files: validate and list.", no_args_is_help=True)
+app.add_typer(journeys_app, name="journeys")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        envvar="TIDINGS_DATA_DIR",
+        help="Where the embedded defaults keep their files.",
+        show_default=".tidings",
+    ),
+]
+
+
+def _settings(data_dir: Path | None) -> Settings:
+    return Settings(data_dir=data_dir) if data_dir is not None else Settings()
+
+
+def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Turn an error the user caused into one readable message and exit status 1."""
+
+    @wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except SpecError as err:
+            for problem in err.problems:
+                typer.echo(f"error: {problem}", err=True)
+            raise typer.Exit(1) from None
+        except TidingsError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def parse_pairs(option: str, pairs: list[str]) -> dict[str, JsonValue]:
+    """`k=v` pairs; a value that reads as JSON (25, true, null, "007") is taken as JSON."""
+    parsed: dict[str, JsonValue] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name:
+            raise InputError(f"{option} {pair!r}: expected KEY=VALUE, e.g. {option} plan=pro")
+        try:
+            value: JsonValue = json.loads(raw)
+        except ValueError:
+            value = raw
+        parsed[name] = value
+    return parsed
+
+
+def _with_client(settings: Settings, work: Callable[[TidingsClient], Awaitable[R]]) -> R:
+    async def run() -> R:
+        client = await TidingsClient.connect(settings)
+        try:
+            return await work(client)
+        finally:
+            client.close()
+
+    return asyncio.run(run())
+
+
+def _echo_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, default=str))
+
+
+@app.command()
+@friendly_errors
+def dev(
+    data_dir: DataDir = None,
+    temporal_port: Annotated[int, typer.Option(help="Temporal frontend port.")] = 7233,
+    ui_port: Annotated[int, typer.Option(help="Temporal UI port.")] = 8233,
+    smtp_port: Annotated[int, typer.Option(help="Port of the local SMTP server.")] = 1025,
+) -> None:
+    """Run Temporal, a local SMTP server, the database and the worker, in the foreground."""
+    settings = _settings(data_dir)
+    configure_logging(pretty=True)
+    ports = DevPorts(temporal=temporal_port, ui=ui_port, smtp=smtp_port)
+    _run_until_signal(lambda stop: run_dev(settings, ports, stop, announce=typer.echo))
+    typer.echo("tidings dev stopped")
+
+
+@app.command()
+@friendly_errors
+def worker() -> None:
+    """Run the worker alone, against the Temporal server envconfig points at."""
+    from tidings.worker import run
+
+    run()
+
+
+def _run_until_signal(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await main(stop)
+
+    asyncio.run(runner())
+
+
+@app.command()
+@friendly_errors
+def identify(
+    key: Annotated[str, typer.Argument(help="The contact's pseudonymous key.")],
+    email: Annotated[list[str] | None, typer.Option(help="An email address (repeatable).")] = None,
+    phone: Annotated[list[str] | None, typer.Option(help="A phone number (repeatable).")] = None,
+    timezone: Annotated[str | None, typer.Option(help="IANA time zone.")] = None,
+    locale: Annotated[str | None, typer.Option(help="BCP 47 locale, e.g. fr-CA.")] = None,
+    trait: Annotated[list[str] | None, typer.Option(help="A trait as k=v (repeatable).")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Create or update a contact and its identities."""
+    traits = parse_pairs("--trait", trait or [])
+    view = _with_client(
+        _settings(data_dir),
+        lambda client: client.identify(
+            key,
+            emails=email or [],
+            phones=phone or [],
+            timezone=timezone,
+            locale=locale,
+            traits=traits,
+        ),
+    )
+    typer.echo(f"{'created' if view.created else 'updated'} contact {view.key}")
+
+
+@app.command()
+@friendly_errors
+def track(
+    key: Annotated[str, typer.Argument(help="The contact's key.")],
+    event: Annotated[str, typer.Argument(help="The event name, e.g. signed_up.")],
+    prop: Annotated[list[str] | None, typer.Option(help="A property as k=v (repeatable).")] = None,
+    event_id: Annotated[
+        str | None, typer.Option(help="Idempotency id: the same id twice counts once.")
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Send an event: it starts the journeys it triggers and wakes those waiting for it."""
+    properties = parse_pairs("--prop", prop or [])
+    result = _with_client(
+        _settings(data_dir),
+        lambda client: client.track(key, event, properties, event_id=event_id),
+    )
+    if result.duplicate:
+        typer.echo(f"event {result.event_id} was already tracked; nothing to do")
+        return
+    typer.echo(f"tracked {event} ({result.event_id})")
+    for name in result.triggered:
+        typer.echo(f"  triggered journey {name}")
+    for name in result.woke:
+        typer.echo(f"  delivered to running journey {name}")
+    for name, why in result.skipped.items():
+        typer.echo(f"  skipped journey {name}: {why}")
+
+
+@app.command()
+@friendly_errors
+def status(
+    key: Annotated[str, typer.Argument(help="The contact's key.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """The journeys a contact is in: step, and what each one waits for."""
+    journeys = _with_client(_settings(data_dir), lambda client: client.status(key))
+    if as_json:
+        _echo_json([j.model_dump(mode="json") for j in journeys])
+        return
+    if not journeys:
+        typer.echo(f"contact {key} is in no journey")
+    for item in journeys:
+        since = f"{item.entered_at:%Y-%m-%d %H:%M} UTC"
+        typer.echo(f"{item.journey} v{item.version} (entry {item.entry}, since {since})")
+        if item.status is None:
+            typer.echo(f"  {item.state}")
+            continue
+        typer.echo(f"  step {item.status.step_id} ({item.status.step_kind})")
+        typer.echo(f"  {item.status.details}")
+
+
+@app.command()
+@friendly_errors
+def outbox(
+    to: Annotated[str | None, typer.Option(help="Only messages to this address.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """What the dev channels received (the local SMTP server of `tidings dev`)."""
+    messages = read_email_outbox(_settings(data_dir).outbox_dir, to=to)
+    if as_json:
+        _echo_json([m.model_dump(mode="json") for m in messages])
+        return
+    if not messages:
+        typer.echo("the outbox is empty")
+    for message in messages:
+        typer.echo(
+            f"{message.received_at:%Y-%m-%d %H:%M:%S}  {message.channel:5}  "
+            f"{message.to:30}  {message.subject}"
+        )
+
+
+@journeys_app.command("validate")
+@friendly_errors
+def journeys_validate(
+    paths: Annotated[list[Path], typer.Argument(help="Journey files to check.")],
+    data_dir: DataDir = None,
+) -> None:
+    """Check journey files (and the templates they send) without starting anything."""
+    settings = _settings(data_dir)
+    problems = validate_files(paths, load_templates(settings.templates_dir))
+    for problem in problems:
+        typer.echo(f"error: {problem}", err=True)
+    if problems:
+        raise typer.Exit(1)
+    for path in paths:
+        typer.echo(f"ok {path}")
+
+
+@journeys_app.command("list")
+@friendly_errors
+def journeys_list(data_dir: DataDir = None) -> None:
+    """The journeys in the journeys directory."""
+    settings = _settings(data_dir)
+    catalog = Catalog.load(settings.journeys_dir, settings.templates_dir)
+    for name, journey in sorted(catalog.journeys.items()):
+        where = f" where {journey.trigger.where}" if journey.trigger.where else ""
+        typer.echo(
+            f"{name:20} v{journey.version:<3} on {journey.trigger.event}{where}; "
+            f"{len(journey.steps)} steps  ({catalog.journey_files[name]})"
+        )
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

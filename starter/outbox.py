@@ -1,0 +1,64 @@
+"""Reading what the dev channels received (`tidings outbox`)."""
+
+from __future__ import annotations
+
+import mailbox
+from datetime import UTC, datetime
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from tidings.activities.send import DELIVERY_HEADER
+
+
+class OutboxMessage(BaseModel):
+    channel: str
+    received_at: datetime
+    to: str
+    sender: str
+    subject: str
+    delivery_id: str | None
+    message_id: str | None
+    text: str
+    html: str | None
+
+
+def read_email_outbox(maildir: Path, *, to: str | None = None) -> list[OutboxMessage]:
+    """Messages in delivery order; `to` keeps those delivered to that address."""
+    if not maildir.is_dir():
+        return []
+    box = mailbox.Maildir(maildir, factory=None, create=False)
+    found = []
+    parser = BytesParser(policy=policy.default)
+    for key in box.iterkeys():
+        raw = box.get_bytes(key)
+        message = parser.parsebytes(raw)
+        assert isinstance(message, EmailMessage)
+        recipient = str(message.get("Delivered-To", message.get("To", "")))
+        if to is not None and recipient.lower() != to.lower():
+            continue
+        found.append(_view(message, recipient, box.get_message(key).get_date()))
+    return sorted(found, key=lambda m: m.received_at)
+
+
+def _view(message: EmailMessage, recipient: str, delivered: float) -> OutboxMessage:
+    text = message.get_body(preferencelist=("plain",))
+    html = message.get_body(preferencelist=("html",))
+    return OutboxMessage(
+        channel="email",
+        received_at=datetime.fromtimestamp(delivered, UTC),
+        to=recipient,
+        sender=str(message.get("From", "")),
+        subject=str(message.get("Subject", "")),
+        delivery_id=message.get(DELIVERY_HEADER),
+        message_id=message.get("Message-ID"),
+        text=_lines(text.get_content()) if text is not None else "",
+        html=_lines(html.get_content()) if html is not None else None,
+    )
+
+
+def _lines(content: str) -> str:
+    return content.replace("\r\n", "\n")

@@ -1,0 +1,185 @@
+"""Helpers shared by the tests: a running tidings stack against real servers."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, nullcontext
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TypeVar
+
+from sqlmodel import select
+from temporalio.client import Client, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from tidings import naming
+from tidings.activities.channels.smtp import SmtpConfig, SmtpProvider
+from tidings.catalog import Catalog
+from tidings.connection import register_search_attributes
+from tidings.db.engine import Database
+from tidings.models.tables import Delivery, JourneyRun
+from tidings.models.workflow_io import JourneyResult
+from tidings.settings import PACKAGE_DIR, Settings
+from tidings.starter.client import TidingsClient
+from tidings.starter.dev import find_binary
+from tidings.starter.outbox import OutboxMessage, read_email_outbox
+from tidings.starter.smtp_sink import SmtpSink
+from tidings.worker import WorkerParts, running_workers
+
+T = TypeVar("T")
+
+EXAMPLE_JOURNEYS = PACKAGE_DIR / "journeys"
+EXAMPLE_TEMPLATES = PACKAGE_DIR / "templates"
+
+
+async def start_time_skipping() -> WorkflowEnvironment:
+    env = await WorkflowEnvironment.start_time_skipping(
+        data_converter=pydantic_data_converter,
+        test_server_existing_path=find_binary("temporal-test-server"),
+    )
+    await register_search_attributes(env.client)
+    return env
+
+
+async def start_dev_server(**kwargs: object) -> WorkflowEnvironment:
+    return await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=find_binary("temporal"),
+        search_attributes=naming.SEARCH_ATTRIBUTES,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+@dataclass(frozen=True)
+class Sent:
+    """An email as it reached the SMTP server, joined with its delivery row."""
+
+    to: str
+    subject: str
+    journey: str
+    step_id: str
+    scheduled_at: datetime
+    message: OutboxMessage
+
+
+@dataclass
+class Stack:
+    """A worker and a client running against one Temporal server, one SMTP sink, one DB."""
+
+    env: WorkflowEnvironment
+    client: TidingsClient
+    smtp: SmtpSink
+    database: Database
+    settings: Settings
+
+    def outbox(self, to: str | None = None) -> list[OutboxMessage]:
+        return read_email_outbox(self.smtp.maildir_path, to=to)
+
+    def sent(self, to: str | None = None) -> list[Sent]:
+        """Received emails in the order their journeys scheduled them."""
+        rows = {d.id: d for d in self.deliveries()}
+        found = []
+        for message in self.outbox(to):
+            assert message.delivery_id in rows, f"{message.subject!r} has no delivery row"
+            row = rows[message.delivery_id]
+            found.append(
+                Sent(
+                    message.to, message.subject, row.journey, row.step_id, row.scheduled_at, message
+                )
+            )
+        return sorted(found, key=lambda s: s.scheduled_at)
+
+    def deliveries(self) -> list[Delivery]:
+        with self.database.session() as session:
+            return list(session.exec(select(Delivery)).all())
+
+    def journey_runs(self, contact_key: str) -> list[JourneyRun]:
+        with self.database.session() as session:
+            return list(
+                session.exec(select(JourneyRun).where(JourneyRun.contact_key == contact_key)).all()
+            )
+
+    def handle(self, journey: str, contact_key: str) -> WorkflowHandle[object, JourneyResult]:
+        return self.temporal.get_workflow_handle(
+            naming.journey_workflow_id(journey, contact_key), result_type=JourneyResult
+        )
+
+    @property
+    def temporal(self) -> Client:
+        return self.env.client
+
+    async def result(self, journey: str, contact_key: str, timeout: float = 60) -> JourneyResult:
+        """The journey's result, letting a time-skipping server skip ahead meanwhile.
+
+        A journey stuck on a failing workflow task fails the test after `timeout`.
+        """
+        handle = self.handle(journey, contact_key)
+        unlocked = getattr(self.env, "time_skipping_unlocked", None)
+        async with unlocked() if unlocked is not None else nullcontext():
+            return await asyncio.wait_for(handle.result(), timeout)
+
+
+@asynccontextmanager
+async def running_stack(
+    env: WorkflowEnvironment,
+    *,
+    data_dir: Path,
+    smtp: SmtpSink,
+    journeys_dir: Path = EXAMPLE_JOURNEYS,
+    templates_dir: Path = EXAMPLE_TEMPLATES,
+    database_url: str = "",
+    history_event_limit: int = 2_000,
+) -> AsyncIterator[Stack]:
+    settings = Settings(
+        data_dir=data_dir,
+        database_url=database_url,
+        journeys_dir=journeys_dir,
+        templates_dir=templates_dir,
+        history_event_limit=history_event_limit,
+        email_from="Acme <hello@acme.example>",
+    )
+    catalog = Catalog.load(journeys_dir, templates_dir)
+    database = Database(settings.database_url)
+    parts = WorkerParts(
+        client=env.client,
+        settings=settings,
+        catalog=catalog,
+        database=database,
+        email_provider=SmtpProvider(SmtpConfig(host=smtp.host, port=smtp.port, timeout_seconds=5)),
+    )
+    client = TidingsClient(
+        temporal=env.client, database=database, catalog=catalog, settings=settings
+    )
+    try:
+        async with running_workers(parts):
+            yield Stack(env, client, smtp, database, settings)
+    finally:
+        database.dispose()
+
+
+async def eventually(
+    check: Callable[[], Awaitable[T]], *, timeout: float = 20.0, interval: float = 0.1
+) -> T:
+    """Poll until `check` returns a truthy value without raising AssertionError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = await check()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"still false after {timeout}s")
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(interval)
+
+
+def copy_tree(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target)
+    return target

@@ -1,0 +1,176 @@
+"""`python worker.py`: the tidings worker, connected to Temporal through envconfig.
+
+Runs the journey workflows (with their local activities) on one task queue
+and the email send activity on the email queue, so a cluster can rate-limit
+the provider's queue on the server side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import signal
+import sys
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import structlog
+from temporalio.client import Client
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from tidings import naming
+from tidings.activities.channels import EmailProvider
+from tidings.activities.channels.smtp import SmtpConfig, SmtpProvider
+from tidings.activities.contacts import ContactReader
+from tidings.activities.journal import JourneyJournal
+from tidings.activities.send import EmailSender
+from tidings.catalog import Catalog
+from tidings.connection import connect, create_commands, missing_search_attributes
+from tidings.db.engine import Database
+from tidings.errors import TidingsError
+from tidings.logs import configure_logging
+from tidings.settings import Settings
+from tidings.workflows.journey import JourneyWorkflow
+
+log = structlog.get_logger(__name__)
+
+ACTIVITY_THREADS = 32
+
+
+def sandbox_runner() -> SandboxedWorkflowRunner:
+    """The default sandbox with two deliberate openings.
+
+    jinja2 is passed through: branch conditions compile jinja2 expressions,
+    whose generated code imports jinja2 modules lazily. zoneinfo.ZoneInfo is
+    unrestricted: the default proxies its instances (to guard `clear_cache`
+    and friends, which tidings never calls), and datetime refuses proxied
+    tzinfo objects; time-zone math is pure given the installed tzdata.
+    """
+    default = SandboxRestrictions.default
+    restrictions = dataclasses.replace(
+        default,
+        invalid_module_members=default.invalid_module_members.with_child_unrestricted("zoneinfo"),
+    ).with_passthrough_modules("jinja2", "markupsafe")
+    return SandboxedWorkflowRunner(restrictions=restrictions)
+
+
+def smtp_provider(settings: Settings) -> SmtpProvider:
+    return SmtpProvider(
+        SmtpConfig(
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            username=settings.smtp_username,
+            password=settings.smtp_password,
+            starttls=settings.smtp_starttls,
+            timeout_seconds=settings.smtp_timeout_seconds,
+        )
+    )
+
+
+@dataclass
+class WorkerParts:
+    """What a worker process runs; tests build it with their own client and servers."""
+
+    client: Client
+    settings: Settings
+    catalog: Catalog
+    database: Database
+    email_provider: EmailProvider
+
+
+@asynccontextmanager
+async def running_workers(parts: WorkerParts) -> AsyncIterator[list[Worker]]:
+    """Start the journey and email workers; shut them down gracefully on exit."""
+    executor = ThreadPoolExecutor(max_workers=ACTIVITY_THREADS, thread_name_prefix="activity")
+    settings = parts.settings
+    journal = JourneyJournal(parts.database)
+    reader = ContactReader(parts.database, default_timezone=settings.default_timezone)
+    sender = EmailSender(
+        db=parts.database,
+        templates=parts.catalog.templates,
+        provider=parts.email_provider,
+        sender=settings.email_from,
+        default_timezone=settings.default_timezone,
+    )
+    workers = [
+        Worker(
+            parts.client,
+            task_queue=naming.JOURNEY_TASK_QUEUE,
+            workflows=[JourneyWorkflow],
+            activities=[journal.enter_journey, journal.exit_journey, reader.load_contact],
+            activity_executor=executor,
+            max_concurrent_activities=ACTIVITY_THREADS,
+            workflow_runner=sandbox_runner(),
+        ),
+        Worker(
+            parts.client,
+            task_queue=naming.EMAIL_TASK_QUEUE,
+            activities=[sender.send_email],
+            activity_executor=executor,
+            max_concurrent_activities=ACTIVITY_THREADS,
+        ),
+    ]
+    tasks = [asyncio.create_task(worker.run()) for worker in workers]
+    try:
+        yield workers
+    finally:
+        await asyncio.gather(*(worker.shutdown() for worker in workers))
+        await asyncio.gather(*tasks, return_exceptions=True)
+        executor.shutdown(wait=True)
+
+
+async def check_search_attributes(client: Client) -> None:
+    missing = await missing_search_attributes(client)
+    if missing:
+        commands = "\n  ".join(create_commands(client.namespace))
+        raise TidingsError(
+            f"namespace {client.namespace!r} lacks the search attributes {', '.join(missing)}; "
+            f"journeys would stall. Register them once:\n  {commands}"
+        )
+
+
+async def serve(parts: WorkerParts, stop: asyncio.Event) -> None:
+    """Run until `stop` is set."""
+    async with running_workers(parts):
+        log.info(
+            "worker running",
+            task_queues=[naming.JOURNEY_TASK_QUEUE, naming.EMAIL_TASK_QUEUE],
+            journeys=sorted(parts.catalog.journeys),
+        )
+        await stop.wait()
+    log.info("worker stopped")
+
+
+async def main() -> None:
+    settings = Settings()
+    configure_logging(pretty=sys.stderr.isatty())
+    catalog = Catalog.load(settings.journeys_dir, settings.templates_dir)
+    client = await connect()
+    await check_search_attributes(client)
+    parts = WorkerParts(
+        client=client,
+        settings=settings,
+        catalog=catalog,
+        database=Database(settings.database_url),
+        email_provider=smtp_provider(settings),
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await serve(parts, stop)
+
+
+def run() -> None:
+    try:
+        asyncio.run(main())
+    except TidingsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    run()
