@@ -27,14 +27,8 @@ def latest_entry(*, session: Session, journey: str, contact_key: str) -> Journey
     ).first()
 
 
-def reentry_refusal(
-    *, previous: JourneyRun | None, reentry: Reentry, now: datetime | None
-) -> str | None:
-    """Why a new entry is refused, or None if it is allowed.
-
-    With `now=None` only the time-independent rule (`never`) is checked; the
-    authoritative check, cooldown included, runs in the workflow's clock.
-    """
+def reentry_refusal(*, previous: JourneyRun | None, reentry: Reentry, now: datetime) -> str | None:
+    """Why a new entry is refused, or None if it is allowed."""
     if previous is None:
         return None
     if reentry.policy == "never":
@@ -42,7 +36,7 @@ def reentry_refusal(
             f"the contact entered {previous.journey!r} before "
             f"({previous.entered_at:%Y-%m-%d}) and its reentry policy is `never`"
         )
-    if reentry.cooldown is None or now is None:
+    if reentry.cooldown is None:
         return None
     ended = previous.exited_at or previous.entered_at
     if now - ended < reentry.cooldown:

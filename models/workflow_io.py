@@ -69,6 +69,8 @@ class JourneyStatus(BaseModel):
     wake_at: AwareDatetime | None
     details: str
     sends: int
+    received: dict[str, int] = {}
+    """Events received by name (duplicates of one event id counted once)."""
 
 
 class EnterJourneyInput(BaseModel):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -70,12 +70,20 @@ class ContactJourney(BaseModel):
 
 class TidingsClient:
     def __init__(
-        self, *, temporal: Client, database: Database, catalog: Catalog, settings: Settings
+        self,
+        *,
+        temporal: Client,
+        database: Database,
+        catalog: Catalog,
+        settings: Settings,
+        clock: Callable[[], Awaitable[datetime]] | None = None,
     ) -> None:
+        """`clock` replaces the wall clock (tests pass a time-skipping server's clock)."""
         self.temporal = temporal
         self.database = database
         self.catalog = catalog
         self.settings = settings
+        self._clock = clock or _wall_clock
 
     @classmethod
     async def connect(
@@ -142,17 +150,18 @@ class TidingsClient:
         except ValidationError as err:
             raise input_error("event", err) from None
         check_properties(self.catalog, tracked.name, tracked.properties)
+        now = await self._clock()
         incoming = JourneyEvent(
             event_id=tracked.event_id or uuid.uuid4().hex,
             name=tracked.name,
             properties=tracked.properties,
-            occurred_at=tracked.occurred_at or _now(),
+            occurred_at=tracked.occurred_at or now,
         )
 
         def record(session: Session) -> tuple[events.Recorded, dict[str, Any] | None]:
             contact = contacts.get_contact(session=session, key=key)
             recorded = events.record_event(
-                session=session, contact_key=key, event=incoming, now=_now()
+                session=session, contact_key=key, event=incoming, now=now
             )
             wanted = needs_contact(self.catalog, incoming.name)
             return recorded, contact.model_dump() if wanted else None
@@ -165,7 +174,7 @@ class TidingsClient:
         plan = plan_routes(self.catalog, recorded.event, contact)
         result.skipped.update(plan.skipped)
         for journey in plan.trigger:
-            refusal = await self._reentry_refusal(journey, key)
+            refusal = await self._reentry_refusal(journey, key, now)
             if refusal is not None and not await self._is_running(journey, key):
                 result.skipped[journey.name] = refusal
                 continue
@@ -176,7 +185,7 @@ class TidingsClient:
                 result.woke.append(journey.name)
         await self._in_session(
             lambda session: events.mark_routed(
-                session=session, event_id=recorded.event.event_id, now=_now()
+                session=session, event_id=recorded.event.event_id, now=now
             )
         )
         return result
@@ -209,16 +218,15 @@ class TidingsClient:
             found.append(view)
         return found
 
-    async def _reentry_refusal(self, journey: Journey, key: str) -> str | None:
-        """The time-independent reentry check; the workflow makes the full one."""
+    async def _reentry_refusal(self, journey: Journey, key: str, now: datetime) -> str | None:
+        """Saves starting a workflow that would refuse the entry; the workflow's own
+        check, in its clock, is the one that counts."""
 
         def check(session: Session) -> str | None:
             previous = journey_runs.latest_entry(
                 session=session, journey=journey.name, contact_key=key
             )
-            return journey_runs.reentry_refusal(
-                previous=previous, reentry=journey.reentry, now=None
-            )
+            return journey_runs.reentry_refusal(previous=previous, reentry=journey.reentry, now=now)
 
         return await self._in_session(check)
 
@@ -292,3 +300,7 @@ def _outline(journey: Journey) -> str:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+async def _wall_clock() -> datetime:
+    return _now()

@@ -153,7 +153,11 @@ async def running_stack(
         email_provider=SmtpProvider(SmtpConfig(host=smtp.host, port=smtp.port, timeout_seconds=5)),
     )
     client = TidingsClient(
-        temporal=env.client, database=database, catalog=catalog, settings=settings
+        temporal=env.client,
+        database=database,
+        catalog=catalog,
+        settings=settings,
+        clock=env.get_current_time,
     )
     try:
         async with running_workers(parts):

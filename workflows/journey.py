@@ -53,6 +53,8 @@ with workflow.unsafe.imports_passed_through():
 
 LOCAL_ACTIVITY_TIMEOUT = timedelta(seconds=30)
 SEND_TIMEOUT = timedelta(minutes=2)
+SEND_DEADLINE = timedelta(minutes=30)
+"""A message this late is recorded as failed rather than delivered at a surprising time."""
 SEND_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
     backoff_coefficient=2.0,
@@ -117,6 +119,7 @@ class JourneyWorkflow:
             wake_at=wake_at,
             details=details,
             sends=self._state.sends,
+            received=dict(self._state.received),
         )
 
     @workflow.run
@@ -305,6 +308,7 @@ class JourneyWorkflow:
                 ),
                 task_queue=naming.EMAIL_TASK_QUEUE,
                 start_to_close_timeout=SEND_TIMEOUT,
+                schedule_to_close_timeout=SEND_DEADLINE,
                 retry_policy=SEND_RETRY,
                 summary=f"{step.id}: email {spec.template}",
             )
