@@ -109,6 +109,12 @@ def check_expression(
     minimization). Properties of the trigger event are checked against its
     declared schema when the journey declares one.
     """
+    tree = _parse(source)
+    for node in (tree, *tree.find_all(nodes.Getattr)):
+        if isinstance(node, nodes.Getattr) and node.attr.startswith("_"):
+            raise ExpressionError(
+                f"{source!r} reads {node.attr!r}; attributes starting with _ are not allowed"
+            )
     refs = fields_read(source)
     for ref in refs:
         if ref.root not in roots:

@@ -301,40 +301,58 @@ class Journey(_Spec):
 
 def journey_problems(journey: Journey) -> list[str]:
     """Rules that span steps; each problem names the step it is about."""
-    problems: list[str] = []
-    ids = [step.id for step in journey.steps]
+    target_problems = _id_problems(journey) + _target_problems(journey)
+    problems = target_problems + _condition_problems(journey) + _event_problems(journey)
+    if not target_problems:
+        # With a duplicate id or mistyped target the graph is wrong; its errors would be noise.
+        problems += _reachability_problems(journey) + _loop_problems(journey)
+    return problems
+
+
+def _id_problems(journey: Journey) -> list[str]:
+    problems = []
     seen: set[str] = set()
-    for step_id in ids:
-        if step_id == END:
-            problems.append(f"step {END!r}: `end` is reserved for finishing; rename the step")
-        if step_id in seen:
-            problems.append(f"step {step_id!r}: the id is used twice; step ids must be unique")
-        seen.add(step_id)
-
-    known = set(ids) | {END}
     for step in journey.steps:
-        for target in journey.successors(step):
-            if target not in known:
-                problems.append(
-                    f"step {step.id!r}: target {target!r} is not a step of this journey "
-                    f"(steps: {', '.join(ids)}; or `end`)"
-                )
-    if problems:
-        return problems
+        if step.id == END:
+            problems.append(f"step {END!r}: `end` is reserved for finishing; rename the step")
+        if step.id in seen:
+            problems.append(f"step {step.id!r}: the id is used twice; step ids must be unique")
+        seen.add(step.id)
+    return problems
 
-    if journey.trigger.where:
-        try:
-            journey.check_condition(journey.trigger.where, TRIGGER_ROOTS)
-        except ExpressionError as err:
-            problems.append(f"trigger.where: {err}")
+
+def _target_problems(journey: Journey) -> list[str]:
+    ids = [step.id for step in journey.steps]
+    known = {*ids, END}
+    return [
+        f"step {step.id!r}: target {target!r} is not a step of this journey "
+        f"(steps: {', '.join(ids)}; or `end`)"
+        for step in journey.steps
+        for target in journey.successors(step)
+        if target not in known
+    ]
+
+
+def _condition_problems(journey: Journey) -> list[str]:
+    conditions = (
+        [("trigger.where", journey.trigger.where, TRIGGER_ROOTS)] if journey.trigger.where else []
+    )
     for step in journey.steps:
         if isinstance(step, BranchStep):
-            for case in step.cases:
-                try:
-                    journey.check_condition(case.when, STEP_ROOTS)
-                except ExpressionError as err:
-                    problems.append(f"step {step.id!r}: when: {err}")
+            conditions += [
+                (f"step {step.id!r}: when", case.when, STEP_ROOTS) for case in step.cases
+            ]
+    problems = []
+    for where, source, roots in conditions:
+        try:
+            journey.check_condition(source, roots)
+        except ExpressionError as err:
+            problems.append(f"{where}: {err}")
+    return problems
 
+
+def _event_problems(journey: Journey) -> list[str]:
+    problems = []
     ending = set(journey.exit_on) | ({journey.goal.event} if journey.goal else set())
     if journey.trigger.event in ending:
         problems.append(
@@ -347,9 +365,6 @@ def journey_problems(journey: Journey) -> list[str]:
                 f"step {step.id!r}: waits for {step.wait_for.event!r}, but that event "
                 "ends the journey (exit_on/goal) before the step could see it"
             )
-
-    problems.extend(_reachability_problems(journey))
-    problems.extend(_loop_problems(journey))
     return problems
 
 

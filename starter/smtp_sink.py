@@ -19,6 +19,8 @@ from aiosmtpd.controller import Controller
 from tidings.starter.ports import free_port
 
 ACCEPTED = "250 2.0.0 Message accepted for delivery"
+DROP_AFTER_ACCEPT = "drop"
+"""A scripted reply: keep the message, then close the connection before answering."""
 
 
 class MaildirHandler:
@@ -28,7 +30,6 @@ class MaildirHandler:
         self.maildir = mailbox.Maildir(maildir, create=False)
         self.data_replies: deque[str] = deque()
         self.rcpt_replies: dict[str, str] = {}
-        self.received = 0
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
@@ -40,10 +41,15 @@ class MaildirHandler:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        if self.data_replies:
-            reply = self.data_replies.popleft()
-            if not reply.startswith("250"):
-                return reply
+        reply = self.data_replies.popleft() if self.data_replies else ACCEPTED
+        if not reply.startswith("250") and reply != DROP_AFTER_ACCEPT:
+            return reply
+        self._keep(session, envelope)
+        if reply == DROP_AFTER_ACCEPT:
+            server.transport.close()
+        return ACCEPTED
+
+    def _keep(self, session: Any, envelope: Any) -> None:
         content: bytes = envelope.original_content or envelope.content
         peer = session.peer[0] if session.peer else "unknown"
         for recipient in envelope.rcpt_tos:
@@ -53,8 +59,6 @@ class MaildirHandler:
                 f"Received: from {peer} by tidings-dev-smtp; {formatdate(localtime=False)}\r\n"
             ).encode()
             self.maildir.add(trace + content)
-        self.received += 1
-        return ACCEPTED
 
 
 class SmtpSink:
@@ -74,7 +78,8 @@ class SmtpSink:
         return int(self._controller.port)
 
     def reply_next(self, *replies: str) -> None:
-        """Answer the next DATA commands with these replies (e.g. "451 4.3.0 try later")."""
+        """Answer the next DATA commands with these replies (e.g. "451 4.3.0 try later",
+        or DROP_AFTER_ACCEPT to lose the connection after keeping the message)."""
         self.handler.data_replies.extend(replies)
 
     def refuse_recipient(self, address: str, reply: str = "550 5.1.1 unknown user") -> None:

@@ -1,0 +1,234 @@
+"""The send activity over real SMTP: exactly once, errors classified, nothing half-written."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlmodel import select
+from support import EXAMPLE_TEMPLATES, Stack
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from tidings.activities.channels.smtp import SmtpConfig, SmtpProvider
+from tidings.activities.send import EmailSender
+from tidings.catalog import load_templates
+from tidings.db.contacts import upsert_contact
+from tidings.db.engine import Database
+from tidings.models.contact import IdentifyContact
+from tidings.models.events import JourneyEvent
+from tidings.models.tables import Delivery
+from tidings.models.workflow_io import SendEmailInput
+from tidings.starter.outbox import OutboxMessage, read_email_outbox
+from tidings.starter.smtp_sink import DROP_AFTER_ACCEPT, SmtpSink
+
+NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
+CART = {"total": 150.0, "currency": "EUR", "cart_url": "https://shop.example/cart/1"}
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Iterator[Database]:
+    db = Database(f"sqlite:///{tmp_path / 'app.db'}")
+    with db.session() as session:
+        upsert_contact(
+            session=session,
+            data=IdentifyContact(
+                key="c1", emails=["ann@example.com"], traits={"first_name": "Ann"}
+            ),
+            now=NOW,
+        )
+        upsert_contact(session=session, data=IdentifyContact(key="no-email"), now=NOW)
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def sender(database: Database, smtp: SmtpSink) -> EmailSender:
+    return EmailSender(
+        db=database,
+        templates=load_templates(EXAMPLE_TEMPLATES),
+        provider=SmtpProvider(SmtpConfig(host=smtp.host, port=smtp.port, timeout_seconds=5)),
+        sender="Acme <hello@acme.example>",
+        default_timezone="UTC",
+    )
+
+
+def send_input(key: str = "journey/cart/c1/1/reminder/1", **changes: object) -> SendEmailInput:
+    event = JourneyEvent(event_id="e1", name="cart_updated", properties=CART, occurred_at=NOW)
+    values: dict[str, object] = {
+        "idempotency_key": key,
+        "journey": "cart-abandonment",
+        "version": 1,
+        "step_id": "reminder",
+        "contact_key": "c1",
+        "template": "cart-reminder",
+        "purpose": "marketing",
+        "trigger": event,
+        "event": event,
+        "scheduled_at": NOW,
+    }
+    values.update(changes)
+    return SendEmailInput.model_validate(values)
+
+
+def smtp_messages(smtp: SmtpSink) -> list[OutboxMessage]:
+    return read_email_outbox(smtp.maildir_path)
+
+
+def rows(database: Database) -> list[Delivery]:
+    with database.session() as session:
+        return list(session.exec(select(Delivery)).all())
+
+
+def test_a_send_reaches_the_smtp_server_as_multipart_text_and_html(
+    sender: EmailSender, smtp: SmtpSink, database: Database
+) -> None:
+    result = ActivityEnvironment().run(sender.send_email, send_input())
+
+    [message] = smtp_messages(smtp)
+    [row] = rows(database)
+    assert result.status == "sent" and result.delivery_id == row.id
+    assert (row.status, row.to_address, row.attempts) == ("sent", "ann@example.com", 1)
+    assert message.to == "ann@example.com"
+    assert message.subject == "You left something in your cart"
+    assert "Hi Ann," in message.text and "150.00 EUR" in message.text
+    assert message.html is not None and "<p>Hi Ann,</p>" in message.html
+    assert message.delivery_id == row.id
+    assert message.message_id == row.provider_message_id
+
+
+def test_the_same_delivery_twice_sends_once(
+    sender: EmailSender, smtp: SmtpSink, database: Database
+) -> None:
+    env = ActivityEnvironment()
+    first = env.run(sender.send_email, send_input())
+    second = env.run(sender.send_email, send_input())
+
+    assert first == second
+    assert len(smtp_messages(smtp)) == 1
+    assert len(rows(database)) == 1
+
+
+def test_a_transient_refusal_is_retried_by_temporal_and_recorded(
+    sender: EmailSender, smtp: SmtpSink, database: Database
+) -> None:
+    smtp.reply_next("451 4.3.0 Mailbox busy, try later")
+    with pytest.raises(ApplicationError, match="SMTP 451") as caught:
+        ActivityEnvironment().run(sender.send_email, send_input())
+    assert not caught.value.non_retryable
+    assert [r.status for r in rows(database)] == ["deferred"]
+
+    result = ActivityEnvironment().run(sender.send_email, send_input())
+
+    assert result.status == "sent"
+    [row] = rows(database)
+    assert (row.status, row.attempts) == ("sent", 2)
+    assert len(smtp_messages(smtp)) == 1
+
+
+def test_the_last_transient_attempt_records_a_failure_instead_of_raising(
+    sender: EmailSender, smtp: SmtpSink, database: Database
+) -> None:
+    smtp.reply_next("421 4.7.0 Too many connections")
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(
+        env.info, attempt=8, retry_policy=RetryPolicy(maximum_attempts=8)
+    )
+    result = env.run(sender.send_email, send_input())
+    assert (result.status, [r.status for r in rows(database)]) == ("failed", ["failed"])
+
+
+def test_an_unknown_recipient_is_a_permanent_failure(
+    sender: EmailSender, smtp: SmtpSink, database: Database
+) -> None:
+    smtp.refuse_recipient("ann@example.com", "550 5.1.1 No such user")
+    result = ActivityEnvironment().run(sender.send_email, send_input())
+    assert result.status == "failed"
+    assert "SMTP 550 5.1.1 No such user" in result.detail
+    assert smtp_messages(smtp) == []
+
+
+def test_a_connection_lost_after_handing_over_is_uncertain_and_never_resent(
+    sender: EmailSender, smtp: SmtpSink, database: Database
+) -> None:
+    smtp.reply_next(DROP_AFTER_ACCEPT)
+    first = ActivityEnvironment().run(sender.send_email, send_input())
+    again = ActivityEnvironment().run(sender.send_email, send_input())
+
+    assert (first.status, again.status) == ("uncertain", "uncertain")
+    assert len(smtp_messages(smtp)) == 1  # the server did keep it: sending again would duplicate
+
+
+def test_an_attempt_that_died_mid_send_is_not_repeated(
+    sender: EmailSender, smtp: SmtpSink, database: Database
+) -> None:
+    """A worker killed between claiming and recording leaves `sending`; the retry stops."""
+    with database.session() as session:
+        session.add(
+            Delivery(
+                id="d-crashed",
+                idempotency_key="journey/cart/c1/1/reminder/1",
+                contact_key="c1",
+                journey="cart-abandonment",
+                step_id="reminder",
+                channel="email",
+                template="cart-reminder",
+                purpose="marketing",
+                status="sending",
+                attempts=1,
+                scheduled_at=NOW,
+                updated_at=NOW,
+            )
+        )
+    result = ActivityEnvironment().run(sender.send_email, send_input())
+    assert (result.status, result.delivery_id) == ("uncertain", "d-crashed")
+    assert smtp_messages(smtp) == []
+
+
+def test_missing_required_data_fails_with_the_field_and_the_fix(
+    sender: EmailSender, smtp: SmtpSink, database: Database
+) -> None:
+    bare = JourneyEvent(event_id="e2", name="cart_updated", occurred_at=NOW)
+    result = ActivityEnvironment().run(sender.send_email, send_input(trigger=bare, event=bare))
+    assert result.status == "failed"
+    assert "trigger.properties.cart_url" in result.detail
+    assert "give the field a default in templates/cart-reminder.yaml" in result.detail
+    assert smtp_messages(smtp) == []
+    assert [r.status for r in rows(database)] == ["failed"]
+
+
+def test_a_contact_without_an_email_address_is_skipped(
+    sender: EmailSender, smtp: SmtpSink, database: Database
+) -> None:
+    result = ActivityEnvironment().run(sender.send_email, send_input(contact_key="no-email"))
+    assert (result.status, result.detail) == ("skipped", "the contact has no email address")
+
+
+async def test_a_journey_rides_out_a_busy_smtp_server(stack: Stack, contact_key: str) -> None:
+    """Temporal retries the 4xx with backoff (skipped time); one email arrives."""
+    await stack.client.identify(contact_key, emails=["patient@example.com"])
+    stack.smtp.reply_next("451 4.3.0 try later", "451 4.3.0 try later")
+    await stack.client.track(contact_key, "signed_up")
+
+    await stack.result("onboarding", contact_key)
+
+    welcome = [d for d in stack.deliveries() if d.step_id == "welcome"]
+    assert [(d.status, d.attempts) for d in welcome] == [("sent", 3)]
+    assert [s.step_id for s in stack.sent()] == ["welcome", "tips", "check-in"]
+
+
+async def test_a_permanent_failure_is_recorded_and_the_journey_goes_on(
+    stack: Stack, contact_key: str
+) -> None:
+    await stack.client.identify(contact_key, emails=["gone@example.com"])
+    stack.smtp.refuse_recipient("gone@example.com")
+    await stack.client.track(contact_key, "signed_up")
+
+    result = await stack.result("onboarding", contact_key)
+
+    assert (result.outcome, result.sends) == ("completed", 0)
+    assert sorted(d.status for d in stack.deliveries()) == ["failed", "failed", "failed"]
