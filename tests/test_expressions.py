@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tidings.models.expressions import (
@@ -31,7 +33,8 @@ def test_missing_data_makes_a_condition_false_not_an_error() -> None:
 
 
 def test_a_type_clash_is_an_error_that_names_the_condition() -> None:
-    with pytest.raises(ExpressionError, match="'properties.total > 20' could not be evaluated"):
+    expected = re.escape("'properties.total > 20' could not be evaluated")
+    with pytest.raises(ExpressionError, match=expected):
         evaluate("properties.total > 20", {"properties": {"total": "lots"}})
 
 
