@@ -204,13 +204,12 @@ def status(
     if not journeys:
         typer.echo(f"contact {key} is in no journey")
     for item in journeys:
-        since = f"{item.entered_at:%Y-%m-%d %H:%M} UTC"
-        typer.echo(f"{item.journey} v{item.version} (entry {item.entry}, since {since})")
         if item.status is None:
-            typer.echo(f"  {item.state}")
+            typer.echo(f"{item.journey}: {item.state}")
             continue
-        typer.echo(f"  step {item.status.step_id} ({item.status.step_kind})")
-        typer.echo(f"  {item.status.details}")
+        status = item.status
+        typer.echo(f"{item.journey} v{status.version} (entry {status.entry}, {status.sends} sent)")
+        typer.echo(f"  step {status.step_id} ({status.step_kind}): {status.details}")
 
 
 @app.command()

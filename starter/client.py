@@ -60,12 +60,11 @@ class ContactJourney(BaseModel):
     """One journey a contact is in, as `status` reports it."""
 
     journey: str
-    entry: int
-    version: int
-    entered_at: datetime
     workflow_id: str
     state: str
+    """`running`, or how the workflow ended when the database still lists it as running."""
     status: JourneyStatus | None = None
+    """The journey's own account of its step and what it waits for, while it runs."""
 
 
 class TidingsClient:
@@ -196,27 +195,40 @@ class TidingsClient:
         runs = await self._in_session(
             lambda session: journey_runs.active_runs(session=session, contact_key=key)
         )
+        # Each journey's workflow id is known, so asking Temporal directly needs no
+        # visibility scan; entries the database lists cover journeys since removed.
+        candidates = {naming.journey_workflow_id(name, key): name for name in self.catalog.journeys}
+        listed = {run.workflow_id for run in runs}
+        candidates.update({run.workflow_id: run.journey for run in runs})
         found = []
-        for run in runs:
-            view = ContactJourney(
-                journey=run.journey,
-                entry=run.entry,
-                version=run.version,
-                entered_at=run.entered_at,
-                workflow_id=run.workflow_id,
-                state="running",
-            )
-            handle = self.temporal.get_workflow_handle(run.workflow_id)
-            try:
-                description = await handle.describe()
-                if description.status == WorkflowExecutionStatus.RUNNING:
-                    view.status = await handle.query(naming.STATUS_QUERY, result_type=JourneyStatus)
-                elif description.status is not None:
-                    view.state = description.status.name.lower()
-            except (RPCError, WorkflowQueryFailedError) as err:
-                view.state = f"unknown ({err})"
-            found.append(view)
-        return found
+        for workflow_id, journey in candidates.items():
+            view = await self._describe(journey, workflow_id, listed=workflow_id in listed)
+            if view is not None:
+                found.append(view)
+        return sorted(found, key=lambda v: v.journey)
+
+    async def _describe(
+        self, journey: str, workflow_id: str, *, listed: bool
+    ) -> ContactJourney | None:
+        """The journey's live status, or how it ended if the database thinks it runs."""
+        handle = self.temporal.get_workflow_handle(workflow_id)
+        view = ContactJourney(journey=journey, workflow_id=workflow_id, state="running")
+        try:
+            description = await handle.describe()
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                return (
+                    view.model_copy(update={"state": "not found in Temporal"}) if listed else None
+                )
+            return view.model_copy(update={"state": f"unknown ({err.message})"})
+        if description.status != WorkflowExecutionStatus.RUNNING:
+            ended = description.status.name.lower() if description.status else "closed"
+            return view.model_copy(update={"state": ended}) if listed else None
+        try:
+            view.status = await handle.query(naming.STATUS_QUERY, result_type=JourneyStatus)
+        except (RPCError, WorkflowQueryFailedError) as err:
+            view.state = f"running, not answering queries ({err})"
+        return view
 
     async def _reentry_refusal(self, journey: Journey, key: str, now: datetime) -> str | None:
         """Saves starting a workflow that would refuse the entry; the workflow's own

@@ -9,7 +9,9 @@ starting again with the same data dir resumes sleeping journeys.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
+import signal
 import shutil
 import subprocess
 import sys
@@ -33,6 +35,7 @@ from tidings.starter.smtp_sink import SmtpSink
 from tidings.worker import WorkerParts, serve
 
 STARTUP_TIMEOUT_SECONDS = 60
+PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,10 @@ async def temporal_dev_server(settings: Settings, ports: DevPorts) -> AsyncItera
             temporal_command(settings, ports),
             stdout=log_file,
             stderr=subprocess.STDOUT,
+            # Its own session, so Ctrl-C reaches only us and we stop it in order;
+            # and on Linux it dies with us even if we are killed outright.
             start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
     try:
         client = await _wait_for_server(process, f"127.0.0.1:{ports.temporal}", log_path)
@@ -111,6 +117,11 @@ async def _wait_for_server(process: subprocess.Popen[bytes], address: str, log: 
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.2)
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

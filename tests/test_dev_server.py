@@ -1,0 +1,134 @@
+"""On the real Temporal dev server: restarts lose nothing and send nothing twice."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from pathlib import Path
+
+from support import EXAMPLE_TEMPLATES, eventually, running_stack
+from temporalio.testing import WorkflowEnvironment
+
+from tidings.starter.dev import find_binary
+from tidings.starter.outbox import read_email_outbox
+from tidings.starter.ports import free_port, port_in_use
+from tidings.starter.smtp_sink import SmtpSink
+
+QUICK_JOURNEYS = Path(__file__).parent / "fixtures" / "quick-journeys"
+
+
+async def test_a_worker_stopped_mid_journey_finishes_it_once_after_restart(
+    dev_server: WorkflowEnvironment, smtp: SmtpSink, tmp_path: Path, contact_key: str
+) -> None:
+    options = {"data_dir": tmp_path / "data", "smtp": smtp, "journeys_dir": QUICK_JOURNEYS}
+    async with running_stack(dev_server, **options) as stack:  # type: ignore[arg-type]
+        await stack.client.identify(contact_key, emails=["restart@example.com"])
+        await stack.client.track(contact_key, "ping")
+        await eventually(lambda: asyncio.to_thread(lambda: len(stack.outbox()) == 1))
+    # The worker is gone while the journey sleeps; its timer comes due meanwhile.
+    await asyncio.sleep(5)
+    assert len(read_email_outbox(smtp.maildir_path)) == 1
+
+    async with running_stack(dev_server, **options) as stack:  # type: ignore[arg-type]
+        result = await stack.result("quick", contact_key, timeout=30)
+
+        assert (result.outcome, result.sends) == ("completed", 2)
+        assert [s.step_id for s in stack.sent()] == ["hello", "follow-up"]
+        assert sorted(d.status for d in stack.deliveries()) == ["sent", "sent"]
+
+
+class DevProcess:
+    """`tidings dev` as a user runs it, in a subprocess with its own ports."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.ports = {"temporal": free_port(), "ui": free_port(), "smtp": free_port()}
+        self.env = {
+            **os.environ,
+            "TIDINGS_DATA_DIR": str(data_dir),
+            "TIDINGS_JOURNEYS_DIR": str(QUICK_JOURNEYS),
+            "TIDINGS_TEMPLATES_DIR": str(EXAMPLE_TEMPLATES),
+            "TEMPORAL_ADDRESS": f"127.0.0.1:{self.ports['temporal']}",
+        }
+        self.process: asyncio.subprocess.Process | None = None
+        self.output = ""
+
+    async def start(self) -> None:
+        self.process = await asyncio.create_subprocess_exec(
+            find_binary("tidings"), "dev",
+            "--temporal-port", str(self.ports["temporal"]),
+            "--ui-port", str(self.ports["ui"]),
+            "--smtp-port", str(self.ports["smtp"]),
+            env=self.env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        assert self.process.stdout is not None
+        while "tidings outbox" not in self.output:  # the banner's last line
+            line = await asyncio.wait_for(self.process.stdout.readline(), 60)
+            assert line, f"tidings dev exited early:\n{self.output}"
+            self.output += line.decode()
+
+    async def stop(self) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGINT)
+        rest, _ = await asyncio.wait_for(self.process.communicate(), 60)
+        self.output += rest.decode()
+        return self.process.returncode or 0
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+
+    async def cli(self, *args: str) -> str:
+        process = await asyncio.create_subprocess_exec(
+            find_binary("tidings"), *args, env=self.env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode == 0, f"tidings {' '.join(args)}: {err.decode()}"
+        return out.decode()
+
+    async def outbox(self) -> list[dict[str, str]]:
+        return list(json.loads(await self.cli("outbox", "--json")))
+
+
+async def test_tidings_dev_runs_the_stack_and_resumes_sleeping_journeys_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    dev = DevProcess(tmp_path / "data")
+    try:
+        await dev.start()
+        assert f"http://localhost:{dev.ports['ui']}" in dev.output
+        await dev.cli(
+            "identify", "dev-1", "--email", "dev@example.com", "--trait", "first_name=Dev"
+        )
+        tracked = await dev.cli("track", "dev-1", "ping", "--event-id", "ping-1")
+        assert "triggered journey quick" in tracked
+        await eventually(lambda: dev.outbox())
+        status = await dev.cli("status", "dev-1")
+        assert "step pause (wait)" in status
+
+        assert await dev.stop() == 0
+        assert "tidings dev stopped" in dev.output
+        assert not port_in_use(dev.ports["temporal"]) and not port_in_use(dev.ports["smtp"])
+        await asyncio.sleep(4)  # the journey's timer comes due while nothing runs
+
+        await dev.start()
+        messages = await eventually(lambda: _two(dev))
+        assert [m["subject"] for m in messages] == [
+            "Welcome to Acme, Dev!",
+            "How is it going, Dev?",
+        ]
+        again = await dev.cli("track", "dev-1", "ping", "--event-id", "ping-1")
+        assert "already tracked" in again
+        assert await dev.stop() == 0
+        assert (tmp_path / "data" / "temporal.db").is_file()
+    finally:
+        dev.kill()
+
+
+async def _two(dev: DevProcess) -> list[dict[str, str]] | None:
+    messages = await dev.outbox()
+    assert len(messages) <= 2, messages
+    return messages if len(messages) == 2 else None
