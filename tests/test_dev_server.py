@@ -6,11 +6,14 @@ import asyncio
 import json
 import os
 import signal
+import sys
 from pathlib import Path
 
 from support import EXAMPLE_TEMPLATES, eventually, running_stack
 from temporalio.testing import WorkflowEnvironment
 
+from tidings.settings import PACKAGE_DIR, Settings
+from tidings.starter.client import TidingsClient
 from tidings.starter.dev import find_binary
 from tidings.starter.outbox import read_email_outbox
 from tidings.starter.ports import free_port, port_in_use
@@ -132,3 +135,39 @@ async def _two(dev: DevProcess) -> list[dict[str, str]] | None:
     messages = await dev.outbox()
     assert len(messages) <= 2, messages
     return messages if len(messages) == 2 else None
+
+
+async def test_python_worker_py_runs_the_worker_alone_against_a_cluster(
+    dev_server: WorkflowEnvironment, smtp: SmtpSink, tmp_path: Path, contact_key: str
+) -> None:
+    database_url = f"sqlite:///{tmp_path / 'app.db'}"
+    env = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": dev_server.client.service_client.config.target_host,
+        "TIDINGS_DATABASE_URL": database_url,
+        "TIDINGS_JOURNEYS_DIR": str(QUICK_JOURNEYS),
+        "TIDINGS_SMTP_HOST": smtp.host,
+        "TIDINGS_SMTP_PORT": str(smtp.port),
+    }
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable, str(PACKAGE_DIR / "worker.py"), env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        settings = Settings(database_url=database_url, journeys_dir=QUICK_JOURNEYS)
+        client = await TidingsClient.connect(settings, temporal=dev_server.client)
+        await client.identify(contact_key, emails=["alone@example.com"])
+        await client.track(contact_key, "ping")
+        messages = await eventually(
+            lambda: asyncio.to_thread(
+                lambda: len(read_email_outbox(smtp.maildir_path, to="alone@example.com")) == 2
+            ),
+            timeout=40,
+        )
+        assert messages
+        client.close()
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        output, _ = await asyncio.wait_for(worker.communicate(), 30)
+    assert worker.returncode == 0, output.decode()
+    assert "worker stopped" in output.decode()

@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from support import Stack
+from support import (
+    EXAMPLE_JOURNEYS,
+    EXAMPLE_TEMPLATES,
+    Stack,
+    copy_tree,
+    running_stack,
+    start_time_skipping,
+)
 from temporalio.testing import WorkflowEnvironment
 
 from tidings import naming
+from tidings.catalog import Catalog
 from tidings.errors import InputError
 from tidings.models.events import JourneyEvent
 from tidings.models.workflow_io import JourneyStatus
+from tidings.starter.client import TidingsClient
+from tidings.starter.smtp_sink import SmtpSink
 
 CART = {"total": 150.0, "currency": "EUR", "cart_url": "https://shop.example/cart/9"}
 
@@ -107,15 +118,8 @@ async def test_win_back_after_30_quiet_days_then_an_offer_after_14_more(
 
 
 async def test_a_long_active_streak_continues_as_new_and_keeps_its_place(
-    time_skipping: WorkflowEnvironment, smtp: object, tmp_path: object, contact_key: str
+    time_skipping: WorkflowEnvironment, smtp: SmtpSink, tmp_path: Path, contact_key: str
 ) -> None:
-    from pathlib import Path
-
-    from support import running_stack
-
-    from tidings.starter.smtp_sink import SmtpSink
-
-    assert isinstance(smtp, SmtpSink) and isinstance(tmp_path, Path)
     async with running_stack(
         time_skipping, data_dir=tmp_path / "data", smtp=smtp, history_event_limit=40
     ) as stack:
@@ -303,3 +307,73 @@ async def test_a_journey_drops_a_signal_it_has_already_seen(
 
     assert status.received == {"session_started": 2}
     assert (status.step_id, status.waiting_for) == ("watch", "event:session_started")
+
+
+async def test_reentry_never_holds_after_temporal_has_forgotten_the_journey(
+    smtp: SmtpSink, tmp_path: Path, contact_key: str
+) -> None:
+    """Histories are purged after the namespace's retention; the database remembers."""
+    first_server = await start_time_skipping()
+    async with running_stack(first_server, data_dir=tmp_path, smtp=smtp) as stack:
+        await stack.client.identify(contact_key, emails=["forgot@example.com"])
+        await stack.client.track(contact_key, "signed_up")
+        await stack.result("onboarding", contact_key)
+    await first_server.shutdown()
+
+    fresh_server = await start_time_skipping()  # knows nothing of the first entry
+    try:
+        async with running_stack(fresh_server, data_dir=tmp_path, smtp=smtp) as stack:
+            again = await stack.client.track(contact_key, "signed_up")
+            journey = stack.client.catalog.journeys["onboarding"]
+            event = JourneyEvent(
+                event_id="bypass",
+                name="signed_up",
+                occurred_at=await fresh_server.get_current_time(),
+            )
+            await stack.client._signal_with_start(journey, contact_key, event)
+            bypassed = await stack.result("onboarding", contact_key)
+    finally:
+        await fresh_server.shutdown()
+
+    assert "reentry policy is `never`" in again.skipped["onboarding"]
+    assert bypassed.outcome == "not_admitted"
+    assert len(stack.outbox()) == 3
+
+
+async def test_a_running_entry_keeps_its_version_while_new_entries_get_the_new_one(
+    stack: Stack, tmp_path: Path
+) -> None:
+    await stack.client.identify("old-timer", emails=["old@example.com"])
+    await stack.client.track("old-timer", "cart_updated", CART)
+    v2 = copy_tree(EXAMPLE_JOURNEYS, tmp_path / "journeys-v2")
+    spec = v2 / "cart-abandonment.yaml"
+    spec.write_text(
+        spec.read_text().replace("version: 1", "version: 2").replace("wait: 1h", "wait: 3h")
+    )
+    published = TidingsClient(
+        temporal=stack.temporal,
+        database=stack.database,
+        catalog=Catalog.load(v2, EXAMPLE_TEMPLATES),
+        settings=stack.settings,
+        clock=stack.env.get_current_time,
+    )
+    await published.identify("newcomer", emails=["new@example.com"])
+    await published.track("newcomer", "cart_updated", CART)
+
+    await stack.result("cart-abandonment", "old-timer")
+    await stack.result("cart-abandonment", "newcomer")
+
+    for key, email, version, hours in (
+        ("old-timer", "old@example.com", 1, 1),
+        ("newcomer", "new@example.com", 2, 3),
+    ):
+        [run] = stack.journey_runs(key)
+        reminder = stack.sent(email)[0]
+        assert run.version == version
+        assert abs(reminder.scheduled_at - run.entered_at - timedelta(hours=hours)) < timedelta(
+            seconds=5
+        )
+        attributes = (
+            await stack.handle("cart-abandonment", key).describe()
+        ).typed_search_attributes
+        assert attributes.get(naming.JOURNEY_VERSION) == version
