@@ -334,7 +334,7 @@ def _target_problems(journey: Journey) -> list[str]:
 
 
 def _condition_problems(journey: Journey) -> list[str]:
-    conditions = (
+    conditions: list[tuple[str, str, tuple[str, ...]]] = (
         [("trigger.where", journey.trigger.where, TRIGGER_ROOTS)] if journey.trigger.where else []
     )
     for step in journey.steps:

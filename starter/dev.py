@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import os
-import signal
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import JsonValue
 from sqlmodel import select
 from support import Stack
 
 from tidings.errors import InputError, UnknownContactError
 from tidings.models.tables import Contact, EventRecord
 
-CART = {"total": 150.0, "currency": "EUR", "cart_url": "https://shop.example/cart/9"}
+CART: dict[str, JsonValue] = {
+    "total": 150.0,
+    "currency": "EUR",
+    "cart_url": "https://shop.example/cart/9",
+}
 
 
 def stored(stack: Stack, table: type[Contact] | type[EventRecord]) -> list[object]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 
@@ -26,7 +27,7 @@ def test_conditions_read_contact_traits_and_event_properties() -> None:
 
 
 def test_missing_data_makes_a_condition_false_not_an_error() -> None:
-    context = {"contact": {"traits": {}}, "properties": {}}
+    context: dict[str, Any] = {"contact": {"traits": {}}, "properties": {}}
     assert not evaluate("contact.traits.tier == 'gold'", context)
     assert not evaluate("properties.total > 20", context)
     assert evaluate("not contact.traits.vip", context)

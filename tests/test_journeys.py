@@ -7,6 +7,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from pydantic import JsonValue
 from support import (
     EXAMPLE_JOURNEYS,
     EXAMPLE_TEMPLATES,
@@ -25,7 +26,11 @@ from tidings.models.workflow_io import JourneyStatus
 from tidings.starter.client import TidingsClient
 from tidings.starter.smtp_sink import SmtpSink
 
-CART = {"total": 150.0, "currency": "EUR", "cart_url": "https://shop.example/cart/9"}
+CART: dict[str, JsonValue] = {
+    "total": 150.0,
+    "currency": "EUR",
+    "cart_url": "https://shop.example/cart/9",
+}
 
 
 async def test_cart_reminder_after_an_hour_and_offer_for_a_big_cart_a_day_later(

@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable
 from datetime import date, timedelta
 from pathlib import Path
 
+from pydantic import JsonValue
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
@@ -22,7 +24,11 @@ from support import Stack, running_stack, start_time_skipping  # noqa: E402
 
 from tidings.starter.smtp_sink import SmtpSink  # noqa: E402
 
-CART = {"total": 150.0, "currency": "EUR", "cart_url": "https://shop.example/cart/9"}
+CART: dict[str, JsonValue] = {
+    "total": 150.0,
+    "currency": "EUR",
+    "cart_url": "https://shop.example/cart/9",
+}
 
 Scenario = Callable[[Stack], Awaitable[tuple[str, str]]]
 
