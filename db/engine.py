@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -63,11 +65,21 @@ class Database:
     def __init__(self, url: str, *, create_tables: bool = True) -> None:
         self.url = normalize_url(url)
         self.engine = make_engine(self.url, create_tables=create_tables)
+        # SQLite lets one writer in at a time, and its busy handler sleeps in
+        # growing steps (up to 100 ms) while it waits; threads of one process
+        # queue on a lock instead, which wakes the next one at once. Other
+        # processes still wait through busy_timeout.
+        self._sqlite_turn: AbstractContextManager[object] = (
+            threading.Lock() if self.engine.dialect.name == "sqlite" else contextlib.nullcontext()
+        )
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """A session whose work is committed on success and rolled back on error."""
-        with Session(self.engine, expire_on_commit=False) as session:
+        """A session whose work is committed on success and rolled back on error.
+
+        Keep sessions short: on SQLite a session is a write transaction.
+        """
+        with self._sqlite_turn, Session(self.engine, expire_on_commit=False) as session:
             try:
                 yield session
                 session.commit()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -65,6 +66,13 @@ class ContactJourney(BaseModel):
     """`running`, or how the workflow ended when the database still lists it as running."""
     status: JourneyStatus | None = None
     """The journey's own account of its step and what it waits for, while it runs."""
+
+
+@dataclass(frozen=True)
+class _Recorded:
+    recorded: events.Recorded
+    contact: dict[str, Any] | None
+    refusals: dict[str, str | None]
 
 
 class TidingsClient:
@@ -157,23 +165,36 @@ class TidingsClient:
             occurred_at=tracked.occurred_at or now,
         )
 
-        def record(session: Session) -> tuple[events.Recorded, dict[str, Any] | None]:
+        def record(session: Session) -> _Recorded:
             contact = contacts.get_contact(session=session, key=key)
             recorded = events.record_event(
                 session=session, contact_key=key, event=incoming, now=now
             )
+            # Reentry is checked here too, in the same transaction; it only saves
+            # starting workflows that would refuse the entry in their own clock.
+            refusals = {
+                journey.name: journey_runs.reentry_refusal(
+                    previous=journey_runs.latest_entry(
+                        session=session, journey=journey.name, contact_key=key
+                    ),
+                    reentry=journey.reentry,
+                    now=now,
+                )
+                for journey in self.catalog.triggered_by(incoming.name)
+            }
             wanted = needs_contact(self.catalog, incoming.name)
-            return recorded, contact.model_dump() if wanted else None
+            return _Recorded(recorded, contact.model_dump() if wanted else None, refusals)
 
-        recorded, contact = await self._in_session(record)
+        stored = await self._in_session(record)
+        recorded = stored.recorded
         result = TrackResult(event_id=recorded.event.event_id)
         if recorded.already_routed:
             result.duplicate = True
             return result
-        plan = plan_routes(self.catalog, recorded.event, contact)
+        plan = plan_routes(self.catalog, recorded.event, stored.contact)
         result.skipped.update(plan.skipped)
         for journey in plan.trigger:
-            refusal = await self._reentry_refusal(journey, key, now)
+            refusal = stored.refusals.get(journey.name)
             if refusal is not None and not await self._is_running(journey, key):
                 result.skipped[journey.name] = refusal
                 continue
@@ -229,18 +250,6 @@ class TidingsClient:
         except (RPCError, WorkflowQueryFailedError) as err:
             view.state = f"running, not answering queries ({err})"
         return view
-
-    async def _reentry_refusal(self, journey: Journey, key: str, now: datetime) -> str | None:
-        """Saves starting a workflow that would refuse the entry; the workflow's own
-        check, in its clock, is the one that counts."""
-
-        def check(session: Session) -> str | None:
-            previous = journey_runs.latest_entry(
-                session=session, journey=journey.name, contact_key=key
-            )
-            return journey_runs.reentry_refusal(previous=previous, reentry=journey.reentry, now=now)
-
-        return await self._in_session(check)
 
     async def _signal_with_start(self, journey: Journey, key: str, event: JourneyEvent) -> None:
         await self.temporal.start_workflow(

@@ -27,7 +27,8 @@ def test_mypy_strict_is_clean(tmp_path: Path) -> None:
     # The repository root *is* the `tidings` package (package-dir mapping), so
     # mypy needs to see it under that name.
     (tmp_path / "tidings").symlink_to(PACKAGE_DIR)
-    env = {**os.environ, "MYPYPATH": f"{tmp_path}{os.pathsep}{PACKAGE_DIR / 'tests'}"}
+    paths = [tmp_path, PACKAGE_DIR / "tests", PACKAGE_DIR / "benchmarks"]
+    env = {**os.environ, "MYPYPATH": os.pathsep.join(map(str, paths))}
     run(
         "mypy",
         "--config-file", str(PACKAGE_DIR / "pyproject.toml"),

@@ -1,0 +1,424 @@
+"""The journey interpreter: what one journey workflow does, step by step.
+
+Deterministic code only: it runs inside the journey workflow and uses
+Temporal's workflow APIs for time, timers, activities and logging. The spec
+travels in the input, so an entry keeps the version it started with. Each
+step kind is one small method returning the id of the next step; exit and
+goal events end the journey at once, even mid-wait. Everything an operator
+needs ("where and why") is published as search attributes and current
+details; nothing there is personal data.
+
+It lives outside the workflow module, which the sandbox imports afresh for
+every workflow run: passed through, it is compiled once per process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import datetime, timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
+
+from tidings import naming
+from tidings.activities.contacts import UNKNOWN_CONTACT, ContactReader
+from tidings.activities.journal import JourneyJournal
+from tidings.activities.send import EmailSender
+from tidings.models.contact import ContactSnapshot
+from tidings.models.events import JourneyEvent
+from tidings.models.expressions import ExpressionError, evaluate, fields_read
+from tidings.models.journey import (
+    BranchStep,
+    EndStep,
+    GotoStep,
+    SendStep,
+    Step,
+    WaitForStep,
+    WaitStep,
+    WaitUntilStep,
+)
+from tidings.models.primitives import END, format_duration
+from tidings.models.workflow_io import (
+    EnterJourneyInput,
+    ExitJourneyInput,
+    JourneyInput,
+    JourneyResult,
+    JourneyState,
+    JourneyStatus,
+    LoadContactInput,
+    Outcome,
+    SeenEvent,
+    SendEmailInput,
+    SendResult,
+)
+from tidings.workflows import schedule
+
+LOCAL_ACTIVITY_TIMEOUT = timedelta(seconds=30)
+SEND_TIMEOUT = timedelta(minutes=2)
+SEND_DEADLINE = timedelta(minutes=30)
+"""A message this late is recorded as failed rather than delivered at a surprising time."""
+SEND_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=5),
+    maximum_attempts=8,
+)
+RECENT_EVENT_IDS = 256
+"""How many event ids a journey remembers to drop duplicates (the event log keeps all)."""
+
+
+class JourneyInterpreter:
+    """One journey entry's state and steps; the workflow class delegates to it."""
+
+    def __init__(self, input: JourneyInput) -> None:
+        self._journey = input.journey
+        self._contact_key = input.contact_key
+        self._history_event_limit = input.history_event_limit
+        self._exit: tuple[Outcome, str] | None = None
+        self._ending: tuple[Outcome, str] | None = None
+        self._shown: tuple[str, str] | None = None
+        self._status: tuple[str, str, datetime | None, str] = (
+            "starting",
+            "",
+            None,
+            "Entering the journey",
+        )
+        if input.state is not None:
+            self._state = input.state
+        else:
+            first = input.journey.steps[0].id
+            self._state = JourneyState(
+                step_id=first, trigger=input.trigger, current_event=input.trigger
+            )
+            self._remember(input.trigger)
+
+    def receive(self, event: JourneyEvent) -> None:
+        """An event for this contact that this journey listens to."""
+        if not self._remember(event) or self._exit is not None:
+            return
+        goal = self._journey.goal
+        if event.name in self._journey.exit_on:
+            self._exit = ("exited", f"received {event.name}")
+        elif goal is not None and event.name == goal.event:
+            entered = self._state.entered_at or workflow.now()
+            if workflow.now() - entered <= goal.within:
+                self._exit = ("converted", f"{event.name} within {format_duration(goal.within)}")
+            else:
+                self._exit = ("exited", f"{event.name} after the goal window")
+
+    def status(self) -> JourneyStatus:
+        kind, waiting_for, wake_at, details = self._status
+        return JourneyStatus(
+            journey=self._journey.name,
+            version=self._journey.version,
+            contact_key=self._contact_key,
+            entry=self._state.entry,
+            step_id=self._state.step_id,
+            step_kind=kind,
+            waiting_for=waiting_for,
+            wake_at=wake_at,
+            details=details,
+            sends=self._state.sends,
+            received=dict(self._state.received),
+        )
+
+    async def run(self, input: JourneyInput) -> JourneyResult:
+        state = self._state
+        if state.entry == 0:
+            admission = await workflow.execute_local_activity_method(
+                JourneyJournal.enter_journey,
+                EnterJourneyInput(
+                    journey=self._journey.name,
+                    version=self._journey.version,
+                    contact_key=self._contact_key,
+                    workflow_id=workflow.info().workflow_id,
+                    run_id=workflow.info().run_id,
+                    reentry=self._journey.reentry,
+                    now=workflow.now(),
+                ),
+                start_to_close_timeout=LOCAL_ACTIVITY_TIMEOUT,
+            )
+            if not admission.admitted:
+                workflow.set_current_details(f"Not admitted: {admission.reason}")
+                return JourneyResult(
+                    outcome="not_admitted", reason=admission.reason, entry=0, sends=0
+                )
+            state.entry = admission.entry
+            state.entered_at = workflow.now()
+
+        while self._exit is None and state.step_id != END:
+            if self._history_is_long():
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                state.continued += 1
+                workflow.continue_as_new(input.model_copy(update={"state": state}))
+            step = self._journey.step(state.step_id)
+            state.visits[step.id] = state.visits.get(step.id, 0) + 1
+            state.step_id = await self._run_step(step)
+
+        outcome, reason = self._exit or self._ending or ("completed", "reached the end")
+        self._finish(outcome, reason)
+        await workflow.execute_local_activity_method(
+            JourneyJournal.exit_journey,
+            ExitJourneyInput(
+                journey=self._journey.name,
+                contact_key=self._contact_key,
+                entry=state.entry,
+                outcome=outcome,
+                reason=reason,
+                now=workflow.now(),
+            ),
+            start_to_close_timeout=LOCAL_ACTIVITY_TIMEOUT,
+        )
+        return JourneyResult(outcome=outcome, reason=reason, entry=state.entry, sends=state.sends)
+
+    async def _run_step(self, step: Step) -> str:
+        if isinstance(step, WaitStep):
+            return await self._wait(step)
+        if isinstance(step, WaitUntilStep):
+            return await self._wait_until(step)
+        if isinstance(step, WaitForStep):
+            return await self._wait_for(step)
+        if isinstance(step, BranchStep):
+            return await self._branch(step)
+        if isinstance(step, SendStep):
+            return await self._send(step)
+        if isinstance(step, GotoStep):
+            return step.goto
+        assert isinstance(step, EndStep)
+        return END
+
+    async def _wait(self, step: WaitStep) -> str:
+        wake_at = workflow.now() + step.wait
+        self._show(
+            step,
+            "timer",
+            f"Waiting {format_duration(step.wait)}, until {wake_at:%Y-%m-%d %H:%M} UTC",
+            wake_at,
+        )
+        await self._sleep_until(wake_at, f"{step.id}: wait {format_duration(step.wait)}")
+        return self._journey.following(step.id)
+
+    async def _wait_until(self, step: WaitUntilStep) -> str:
+        spec = step.wait_until
+        contact = await self._load_contact([spec.trait] if spec.trait else [])
+        if contact is None:
+            return END
+        weekdays = schedule.weekday_numbers(spec.weekdays)
+        now = workflow.now()
+        if spec.trait is not None:
+            wake_at = schedule.trait_moment(
+                contact.traits.get(spec.trait),
+                offset=spec.offset,
+                at=spec.at,
+                tz=contact.timezone,
+                weekdays=weekdays,
+            )
+            if wake_at is None:
+                return self._go(
+                    spec.if_missing, "missing_data", f"trait {spec.trait} is not a date"
+                )
+            if wake_at <= now:
+                return (
+                    self._journey.following(step.id) if spec.if_past == "continue" else spec.if_past
+                )
+        else:
+            assert spec.at is not None
+            wake_at = schedule.next_time_of_day(now, contact.timezone, spec.at, weekdays)
+        label = schedule.local_label(wake_at, contact.timezone)
+        self._show(step, "timer", f"Waiting until {label} ({wake_at:%Y-%m-%d %H:%M} UTC)", wake_at)
+        await self._sleep_until(wake_at, f"{step.id}: until {label}")
+        return self._journey.following(step.id)
+
+    async def _wait_for(self, step: WaitForStep) -> str:
+        spec = step.wait_for
+        after = 0 if spec.since == "entry" else self._state.event_seq
+
+        def arrived() -> SeenEvent | None:
+            seen = self._state.latest.get(spec.event)
+            return seen if seen is not None and seen.seq > after else None
+
+        if arrived() is None:
+            deadline = workflow.now() + spec.timeout
+            self._show(
+                step,
+                f"event:{spec.event}",
+                f"Waiting for `{spec.event}` until {deadline:%Y-%m-%d %H:%M} UTC; "
+                f"then `{spec.on_timeout}`",
+                deadline,
+            )
+            try:
+                await workflow.wait_condition(
+                    lambda: self._exit is not None or arrived() is not None,
+                    timeout=spec.timeout,
+                    timeout_summary=f"{step.id}: wait for {spec.event}",
+                )
+            except TimeoutError:
+                return spec.on_timeout
+        seen = arrived()
+        if seen is None:  # woken by an exit
+            return END
+        self._state.current_event = seen.event
+        return spec.on_event or self._journey.following(step.id)
+
+    async def _branch(self, step: BranchStep) -> str:
+        traits: set[str] = set()
+        needs_contact = False
+        for case in step.cases:
+            for ref in fields_read(case.when):
+                if ref.root == "contact":
+                    needs_contact = True
+                    if len(ref.path) >= 2 and ref.path[0] == "traits":
+                        traits.add(ref.path[1])
+        contact = await self._load_contact(sorted(traits)) if needs_contact else None
+        if needs_contact and contact is None:
+            return END
+        context = self._expression_context(contact)
+        for case in step.cases:
+            try:
+                if evaluate(case.when, context):
+                    return case.goto
+            except ExpressionError as err:
+                workflow.logger.warning("branch %s: %s; treated as false", step.id, err)
+        return step.otherwise or self._journey.following(step.id)
+
+    async def _send(self, step: SendStep) -> str:
+        state = self._state
+        spec = step.send
+        visit = state.visits[step.id]
+        key = f"{workflow.info().workflow_id}/{state.entry}/{step.id}/{visit}"
+        self._show(
+            step,
+            f"send:{spec.channel}",
+            f"Sending {spec.channel} `{spec.template}`",
+            searchable=False,
+        )
+        try:
+            result = await workflow.execute_activity_method(
+                EmailSender.send_email,
+                SendEmailInput(
+                    idempotency_key=key,
+                    journey=self._journey.name,
+                    version=self._journey.version,
+                    step_id=step.id,
+                    contact_key=self._contact_key,
+                    template=spec.template,
+                    purpose=spec.purpose,
+                    topic=spec.topic,
+                    trigger=state.trigger,
+                    event=state.current_event,
+                    scheduled_at=workflow.now(),
+                ),
+                task_queue=naming.EMAIL_TASK_QUEUE,
+                start_to_close_timeout=SEND_TIMEOUT,
+                schedule_to_close_timeout=SEND_DEADLINE,
+                retry_policy=SEND_RETRY,
+                summary=f"{step.id}: email {spec.template}",
+            )
+        except ActivityError as err:
+            result = SendResult(delivery_id="", status="failed", detail=_cause(err))
+        if result.status == "sent":
+            state.sends += 1
+        else:
+            workflow.logger.warning("step %s: %s %s", step.id, result.status, result.detail)
+        return self._journey.following(step.id)
+
+    async def _load_contact(self, traits: list[str]) -> ContactSnapshot | None:
+        try:
+            return await workflow.execute_local_activity_method(
+                ContactReader.load_contact,
+                LoadContactInput(contact_key=self._contact_key, traits=traits),
+                start_to_close_timeout=LOCAL_ACTIVITY_TIMEOUT,
+            )
+        except ActivityError as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError) and cause.type == UNKNOWN_CONTACT:
+                self._exit = ("exited", "the contact no longer exists")
+                return None
+            raise
+
+    def _expression_context(self, contact: ContactSnapshot | None) -> dict[str, Any]:
+        state = self._state
+        return {
+            "contact": contact.model_dump() if contact else {},
+            "trigger": state.trigger.model_dump(),
+            "event": state.current_event.model_dump(),
+            "properties": state.current_event.properties,
+            "received": dict(state.received),
+        }
+
+    def _go(self, target: str, outcome: Outcome, reason: str) -> str:
+        """Follow a fallback target; if it ends the journey, say why."""
+        if target == END:
+            self._ending = (outcome, reason)
+        return target
+
+    async def _sleep_until(self, wake_at: datetime, summary: str) -> None:
+        """Sleep with one durable timer, waking early if the journey must exit."""
+        delay = wake_at - workflow.now()
+        if delay <= timedelta(0):
+            return
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(
+                lambda: self._exit is not None, timeout=delay, timeout_summary=summary
+            )
+
+    def _remember(self, event: JourneyEvent) -> bool:
+        """Record an event once; False for a duplicate delivery of the same event id."""
+        state = self._state
+        if event.event_id in state.recent_event_ids:
+            return False
+        state.recent_event_ids = [
+            *state.recent_event_ids[-(RECENT_EVENT_IDS - 1) :],
+            event.event_id,
+        ]
+        state.event_seq += 1
+        state.latest[event.name] = SeenEvent(seq=state.event_seq, event=event)
+        state.received[event.name] = state.received.get(event.name, 0) + 1
+        return True
+
+    def _history_is_long(self) -> bool:
+        info = workflow.info()
+        return (
+            info.is_continue_as_new_suggested()
+            or info.get_current_history_length() >= self._history_event_limit
+        )
+
+    def _show(
+        self,
+        step: Step,
+        waiting_for: str,
+        details: str,
+        wake_at: datetime | None = None,
+        *,
+        searchable: bool = True,
+    ) -> None:
+        """Publish where the journey is and why, for the UI and the status query.
+
+        Search attributes (one history event per change) name where a journey
+        waits; a send in flight shows in the UI as its pending activity instead.
+        """
+        self._status = (step.kind, waiting_for, wake_at, details)
+        if searchable and self._shown != (step.id, waiting_for):
+            self._shown = (step.id, waiting_for)
+            workflow.upsert_search_attributes(
+                [naming.STEP.value_set(step.id), naming.WAITING_FOR.value_set(waiting_for)]
+            )
+        workflow.set_current_details(
+            f"**{self._journey.name}** v{self._journey.version}, step `{step.id}` "
+            f"({step.kind})\n\n{details}"
+        )
+
+    def _finish(self, outcome: Outcome, reason: str) -> None:
+        self._status = ("finished", "", None, f"Finished: {outcome} ({reason})")
+        workflow.upsert_search_attributes([naming.WAITING_FOR.value_unset()])
+        workflow.set_current_details(f"Finished: **{outcome}** ({reason})")
+
+
+def _cause(err: ActivityError) -> str:
+    """The innermost failure message (the provider's or renderer's words)."""
+    cause: BaseException = err
+    while isinstance(cause, FailureError) and cause.cause is not None:
+        cause = cause.cause
+    return str(cause)
