@@ -63,7 +63,7 @@ class Catalog:
         return [
             j
             for j in self.journeys.values()
-            if j.trigger.event != event and event in j.listens_to()
+            if j.trigger.event != event and event in j.listens_while_running()
         ]
 
 

@@ -258,9 +258,9 @@ class Journey(_Spec):
             return explicit
         return ids[index + 1] if index + 1 < len(ids) else END
 
-    def listens_to(self) -> set[str]:
-        """Every event this journey reacts to while it runs."""
-        events = {self.trigger.event, *self.exit_on}
+    def listens_while_running(self) -> set[str]:
+        """The events a running entry reacts to: exits, the goal, and what it waits for."""
+        events = set(self.exit_on)
         if self.goal:
             events.add(self.goal.event)
         events.update(s.wait_for.event for s in self.steps if isinstance(s, WaitForStep))

@@ -59,6 +59,9 @@ def plan_routes(catalog: Catalog, event: JourneyEvent, contact: dict[str, Any] |
             ) from err
         if matched:
             plan.trigger.append(journey)
+        elif event.name in journey.listens_while_running():
+            # Not a new entry, but a running one may be waiting for it.
+            plan.wake.append(journey)
         else:
             plan.skipped[journey.name] = f"trigger condition is false: {condition}"
     return plan

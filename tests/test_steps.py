@@ -1,0 +1,105 @@
+"""Step semantics that the example journeys do not show, on the time-skipping server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from support import Stack, running_stack
+from temporalio.testing import WorkflowEnvironment
+
+from tidings.starter.smtp_sink import SmtpSink
+
+ACTIVATION = """\
+name: activation
+version: 1
+trigger: {event: signed_up}
+reentry: {policy: after_exit}
+steps:
+  - id: settle
+    wait: 1h
+  - id: activated-yet
+    wait_for: {event: activated, since: SINCE, timeout: 2d, on_event: thanks, on_timeout: nudge}
+  - id: nudge
+    send: {template: check-in}
+    next: end
+  - id: thanks
+    send: {template: welcome}
+"""
+
+BIG_ORDERS = """\
+name: big-orders
+version: 1
+trigger: {event: order_placed, where: "properties.total > 100", properties: {total: number}}
+steps:
+  - id: next-order
+    wait_for: {event: order_placed, timeout: 7d, on_event: follow-up, on_timeout: end}
+  - id: follow-up
+    send: {template: check-in}
+"""
+
+
+@pytest.fixture
+async def custom(
+    time_skipping: WorkflowEnvironment,
+    smtp: SmtpSink,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[Stack]:
+    journeys = tmp_path / "journeys"
+    journeys.mkdir()
+    for name, text in request.param.items():
+        (journeys / f"{name}.yaml").write_text(text)
+    async with running_stack(
+        time_skipping, data_dir=tmp_path, smtp=smtp, journeys_dir=journeys
+    ) as s:
+        yield s
+
+
+@pytest.mark.parametrize(
+    ("custom", "expected"),
+    [
+        ({"activation": ACTIVATION.replace("SINCE", "entry")}, ["thanks"]),
+        ({"activation": ACTIVATION.replace("SINCE", "step")}, ["nudge"]),
+    ],
+    indirect=["custom"],
+    ids=["since-entry-counts-an-earlier-event", "since-step-does-not"],
+)
+async def test_wait_for_since_entry_counts_an_event_from_before_the_step(
+    custom: Stack, time_skipping: WorkflowEnvironment, contact_key: str, expected: list[str]
+) -> None:
+    await custom.client.identify(contact_key, emails=["early@example.com"])
+    await custom.client.track(contact_key, "signed_up")
+    await time_skipping.sleep(timedelta(minutes=10))
+    await custom.client.track(contact_key, "activated")  # during `settle`, before the wait_for
+
+    await custom.result("activation", contact_key)
+
+    assert [s.step_id for s in custom.sent()] == expected
+
+
+@pytest.mark.parametrize("custom", [{"big-orders": BIG_ORDERS}], indirect=True)
+async def test_an_event_that_fails_the_trigger_condition_still_reaches_a_waiting_entry(
+    custom: Stack, time_skipping: WorkflowEnvironment, contact_key: str
+) -> None:
+    await custom.client.identify(contact_key, emails=["orders@example.com"])
+    first = await custom.client.track(contact_key, "order_placed", {"total": 250})
+    await time_skipping.sleep(timedelta(days=1))
+
+    small = await custom.client.track(contact_key, "order_placed", {"total": 30})
+    await custom.result("big-orders", contact_key)
+
+    assert (first.triggered, small.triggered, small.woke) == (["big-orders"], [], ["big-orders"])
+    assert [s.step_id for s in custom.sent()] == ["follow-up"]
+
+
+@pytest.mark.parametrize("custom", [{"big-orders": BIG_ORDERS}], indirect=True)
+async def test_a_small_order_without_a_running_entry_starts_nothing(
+    custom: Stack, contact_key: str
+) -> None:
+    await custom.client.identify(contact_key, emails=["small@example.com"])
+    small = await custom.client.track(contact_key, "order_placed", {"total": 30})
+    assert (small.triggered, small.woke) == ([], [])
+    assert custom.journey_runs(contact_key) == []
