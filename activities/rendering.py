@@ -6,7 +6,6 @@ from functools import lru_cache
 from typing import Any
 
 from jinja2 import Template
-from jinja2.exceptions import TemplateError
 from pydantic import BaseModel, JsonValue
 
 from tidings.models.events import JourneyEvent
@@ -69,8 +68,10 @@ def render(template: EmailTemplate, data: dict[str, Any]) -> RenderedEmail:
         subject = _compiled(template.subject, html=False).render(data)
         text = _compiled(template.text, html=False).render(data)
         html = _compiled(template.html, html=True).render(data) if template.html else None
-    except TemplateError as err:
-        raise RenderError(f"template {template.name!r} failed to render: {err}") from err
+    except Exception as err:  # a template error, or e.g. a division by zero in its data
+        raise RenderError(
+            f"template {template.name!r} failed to render: {type(err).__name__}: {err}"
+        ) from err
     return RenderedEmail(subject=" ".join(subject.split()), text=text, html=html)
 
 

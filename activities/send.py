@@ -73,7 +73,8 @@ class EmailSender:
             earlier = deliveries.find(session=session, idempotency_key=new.idempotency_key)
             if earlier is not None and earlier.status in deliveries.FINAL:
                 return _result(earlier)
-            prepared = self._prepare(session, input)
+            late = _too_late(_now())
+            prepared = (deliveries.FAILED, late) if late else self._prepare(session, input)
             if isinstance(prepared, tuple):
                 status, why = prepared
                 return _result(
@@ -192,10 +193,38 @@ def _message_id(idempotency_key: str, sender: str) -> str:
     return f"<{digest}@{domain}>"
 
 
+def _deadline() -> datetime | None:
+    """The last moment an attempt may start and still finish before the send's deadline."""
+    info = activity.info()
+    if not info.schedule_to_close_timeout:
+        return None
+    attempt = info.start_to_close_timeout or timedelta(0)
+    return info.scheduled_time + info.schedule_to_close_timeout - attempt
+
+
+def _too_late(now: datetime) -> str | None:
+    deadline = _deadline()
+    if deadline is not None and now > deadline:
+        return (
+            "not sent: too late to start an attempt that ends before the send deadline "
+            f"({deadline:%Y-%m-%d %H:%M:%S} UTC)"
+        )
+    return None
+
+
 def _is_last_attempt() -> bool:
+    """No retry will follow: attempts are used up, or the next would start too late."""
     info = activity.info()
     policy = info.retry_policy
-    return policy is not None and 0 < policy.maximum_attempts <= info.attempt
+    if policy is None:
+        return False
+    if 0 < policy.maximum_attempts <= info.attempt:
+        return True
+    delay = policy.initial_interval * policy.backoff_coefficient ** (info.attempt - 1)
+    if policy.maximum_interval is not None:
+        delay = min(delay, policy.maximum_interval)
+    deadline = _deadline()
+    return deadline is not None and _now() + delay > deadline
 
 
 def _seconds(value: float | None) -> timedelta | None:

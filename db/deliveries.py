@@ -109,10 +109,18 @@ def record(
     error: str,
     now: datetime,
 ) -> Delivery:
-    """Write a delivery that never reached a provider (skipped, or failed before sending)."""
+    """Record a delivery that will not reach a provider (skipped, or failed before sending).
+
+    An earlier attempt's row is settled too: `deferred` (nothing was handed
+    over) takes the new status; `sending` becomes `uncertain`.
+    """
     existing = find(session=session, idempotency_key=new.idempotency_key)
     if existing is not None:
-        return existing
+        if existing.status == DEFERRED:
+            existing.status, existing.error, existing.updated_at = status, error[:1000], now
+            session.add(existing)
+            return existing
+        return _earlier(session, existing, now).delivery
     delivery = Delivery(
         id=uuid.uuid4().hex, status=status, error=error[:1000], updated_at=now, **asdict(new)
     )
@@ -129,7 +137,11 @@ def finish(
     provider_message_id: str | None = None,
     error: str | None = None,
 ) -> None:
-    """Record an attempt's result; a later `uncertain` mark never hides a real `sent`."""
+    """Record an attempt's result.
+
+    Only the attempt in `sending` may settle its row, except that a real
+    `sent` replaces an `uncertain` mark a later attempt left meanwhile.
+    """
     values: dict[str, object] = {"status": status, "updated_at": now}
     if status == SENT:
         values["sent_at"] = now
@@ -139,7 +151,10 @@ def finish(
         values["error"] = error[:1000]
     session.execute(
         update(Delivery)
-        .where(col(Delivery.id) == delivery_id, col(Delivery.status).in_([SENDING, UNCERTAIN]))
+        .where(
+            col(Delivery.id) == delivery_id,
+            col(Delivery.status).in_([SENDING, UNCERTAIN] if status == SENT else [SENDING]),
+        )
         .values(**values)
     )
 

@@ -22,6 +22,10 @@ from jinja2.sandbox import SandboxedEnvironment
 from tidings.models.events import PropertySchema
 
 _ENV = SandboxedEnvironment(undefined=ChainableUndefined)
+# Conditions run in workflow code, which must decide the same way on replay:
+# jinja2's only sources of randomness go.
+del _ENV.filters["random"]
+del _ENV.globals["lipsum"]
 
 CONTACT_FIELDS = ("key", "timezone", "locale", "traits")
 EVENT_FIELDS = ("name", "properties", "occurred_at")
@@ -110,6 +114,10 @@ def check_expression(
     declared schema when the journey declares one.
     """
     tree = _parse(source)
+    try:
+        _compiled(source)
+    except TemplateError as err:
+        raise ExpressionError(f"cannot compile {source!r}: {err.message}") from err
     for node in (tree, *tree.find_all(nodes.Getattr)):
         if isinstance(node, nodes.Getattr) and node.attr.startswith("_"):
             raise ExpressionError(
@@ -123,6 +131,11 @@ def check_expression(
                 f"use one of: {', '.join(roots)}"
             )
         first = ref.path[0] if ref.path else None
+        if ref.root == "contact" and ref.path in ((), ("traits",)):
+            raise ExpressionError(
+                f"{source!r} reads {ref} as a whole; name the fields it needs, e.g. "
+                "contact.traits.vip (only the fields a condition names are loaded)"
+            )
         if ref.root == "contact" and first is not None and first not in CONTACT_FIELDS:
             raise ExpressionError(
                 f"{source!r} reads contact.{first}, which contacts do not have "

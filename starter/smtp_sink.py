@@ -67,7 +67,9 @@ class SmtpSink:
     def __init__(self, maildir: Path, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.handler = MaildirHandler(maildir)
         self.maildir_path = maildir
-        self._controller = Controller(self.handler, hostname=host, port=port or free_port(host))
+        self._controller = Controller(
+            self.handler, hostname=host, port=port or free_port(host), enable_SMTPUTF8=True
+        )
 
     @property
     def host(self) -> str:

@@ -74,3 +74,22 @@ def test_fields_read_reports_outermost_chains() -> None:
         FieldRef("contact", ("traits", "tier")),
         FieldRef("trigger", ("properties", "cart-id")),
     )
+
+
+@pytest.mark.parametrize(
+    ("condition", "expected"),
+    [
+        ("([1, 2, 3] | random) > 1", "No filter named 'random'"),
+        ("lipsum(1) != ''", "lipsum"),
+    ],
+)
+def test_conditions_cannot_draw_random_numbers(condition: str, expected: str) -> None:
+    """Workflow code must decide the same way when it is replayed."""
+    with pytest.raises(ExpressionError, match=expected):
+        check_expression(condition, roots=STEP_ROOTS, trigger_event="x", trigger_properties={})
+
+
+@pytest.mark.parametrize("condition", ["'vip' in contact.traits", "contact.key == contact"])
+def test_a_condition_must_name_the_contact_fields_it_reads(condition: str) -> None:
+    with pytest.raises(ExpressionError, match="as a whole; name the fields it needs"):
+        check_expression(condition, roots=STEP_ROOTS, trigger_event="x", trigger_properties={})

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 from sqlmodel import select
 from support import EXAMPLE_TEMPLATES, Stack
 from temporalio.common import RetryPolicy
@@ -25,6 +26,7 @@ from tidings.models.tables import Delivery
 from tidings.models.workflow_io import SendEmailInput
 from tidings.starter.outbox import OutboxMessage, read_email_outbox
 from tidings.starter.smtp_sink import DROP_AFTER_ACCEPT, SmtpSink
+from tidings.workflows.interpreter import SEND_DEADLINE, SEND_RETRY, SEND_TIMEOUT
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
 CART = {"total": 150.0, "currency": "EUR", "cart_url": "https://shop.example/cart/1"}
@@ -75,6 +77,22 @@ def send_input(key: str = "journey/cart/c1/1/reminder/1", **changes: object) -> 
     return SendEmailInput.model_validate(values)
 
 
+def activity_env(
+    *, attempt: int = 1, retry_policy: RetryPolicy | None = None, scheduled_ago: float = 0
+) -> ActivityEnvironment:
+    """An activity context as the worker gives one: attempt, retry policy, deadlines."""
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(
+        env.info,
+        attempt=attempt,
+        retry_policy=retry_policy,
+        scheduled_time=datetime.now(UTC) - timedelta(seconds=scheduled_ago),
+        schedule_to_close_timeout=SEND_DEADLINE,
+        start_to_close_timeout=SEND_TIMEOUT,
+    )
+    return env
+
+
 def smtp_messages(smtp: SmtpSink) -> list[OutboxMessage]:
     return read_email_outbox(smtp.maildir_path)
 
@@ -87,7 +105,7 @@ def rows(database: Database) -> list[Delivery]:
 def test_a_send_reaches_the_smtp_server_as_multipart_text_and_html(
     sender: EmailSender, smtp: SmtpSink, database: Database
 ) -> None:
-    result = ActivityEnvironment().run(sender.send_email, send_input())
+    result = activity_env().run(sender.send_email, send_input())
 
     [message] = smtp_messages(smtp)
     [row] = rows(database)
@@ -104,7 +122,7 @@ def test_a_send_reaches_the_smtp_server_as_multipart_text_and_html(
 def test_the_same_delivery_twice_sends_once(
     sender: EmailSender, smtp: SmtpSink, database: Database
 ) -> None:
-    env = ActivityEnvironment()
+    env = activity_env()
     first = env.run(sender.send_email, send_input())
     second = env.run(sender.send_email, send_input())
 
@@ -118,11 +136,11 @@ def test_a_transient_refusal_is_retried_by_temporal_and_recorded(
 ) -> None:
     smtp.reply_next("451 4.3.0 Mailbox busy, try later")
     with pytest.raises(ApplicationError, match="SMTP 451") as caught:
-        ActivityEnvironment().run(sender.send_email, send_input())
+        activity_env().run(sender.send_email, send_input())
     assert not caught.value.non_retryable
     assert [r.status for r in rows(database)] == ["deferred"]
 
-    result = ActivityEnvironment().run(sender.send_email, send_input())
+    result = activity_env().run(sender.send_email, send_input())
 
     assert result.status == "sent"
     [row] = rows(database)
@@ -134,10 +152,7 @@ def test_the_last_transient_attempt_records_a_failure_instead_of_raising(
     sender: EmailSender, smtp: SmtpSink, database: Database
 ) -> None:
     smtp.reply_next("421 4.7.0 Too many connections")
-    env = ActivityEnvironment()
-    env.info = dataclasses.replace(
-        env.info, attempt=8, retry_policy=RetryPolicy(maximum_attempts=8)
-    )
+    env = activity_env(attempt=8, retry_policy=RetryPolicy(maximum_attempts=8))
     result = env.run(sender.send_email, send_input())
     assert (result.status, [r.status for r in rows(database)]) == ("failed", ["failed"])
 
@@ -146,7 +161,7 @@ def test_an_unknown_recipient_is_a_permanent_failure(
     sender: EmailSender, smtp: SmtpSink, database: Database
 ) -> None:
     smtp.refuse_recipient("ann@example.com", "550 5.1.1 No such user")
-    result = ActivityEnvironment().run(sender.send_email, send_input())
+    result = activity_env().run(sender.send_email, send_input())
     assert result.status == "failed"
     assert "SMTP 550 5.1.1 No such user" in result.detail
     assert smtp_messages(smtp) == []
@@ -156,8 +171,8 @@ def test_a_connection_lost_after_handing_over_is_uncertain_and_never_resent(
     sender: EmailSender, smtp: SmtpSink, database: Database
 ) -> None:
     smtp.reply_next(DROP_AFTER_ACCEPT)
-    first = ActivityEnvironment().run(sender.send_email, send_input())
-    again = ActivityEnvironment().run(sender.send_email, send_input())
+    first = activity_env().run(sender.send_email, send_input())
+    again = activity_env().run(sender.send_email, send_input())
 
     assert (first.status, again.status) == ("uncertain", "uncertain")
     assert len(smtp_messages(smtp)) == 1  # the server did keep it: sending again would duplicate
@@ -184,7 +199,7 @@ def test_an_attempt_that_died_mid_send_is_not_repeated(
                 updated_at=NOW,
             )
         )
-    result = ActivityEnvironment().run(sender.send_email, send_input())
+    result = activity_env().run(sender.send_email, send_input())
     assert (result.status, result.delivery_id) == ("uncertain", "d-crashed")
     assert smtp_messages(smtp) == []
 
@@ -193,7 +208,7 @@ def test_missing_required_data_fails_with_the_field_and_the_fix(
     sender: EmailSender, smtp: SmtpSink, database: Database
 ) -> None:
     bare = JourneyEvent(event_id="e2", name="cart_updated", occurred_at=NOW)
-    result = ActivityEnvironment().run(sender.send_email, send_input(trigger=bare, event=bare))
+    result = activity_env().run(sender.send_email, send_input(trigger=bare, event=bare))
     assert result.status == "failed"
     assert "trigger.properties.cart_url" in result.detail
     assert "give the field a default in templates/cart-reminder.yaml" in result.detail
@@ -204,7 +219,7 @@ def test_missing_required_data_fails_with_the_field_and_the_fix(
 def test_a_contact_without_an_email_address_is_skipped(
     sender: EmailSender, smtp: SmtpSink, database: Database
 ) -> None:
-    result = ActivityEnvironment().run(sender.send_email, send_input(contact_key="no-email"))
+    result = activity_env().run(sender.send_email, send_input(contact_key="no-email"))
     assert (result.status, result.detail) == ("skipped", "the contact has no email address")
 
 
@@ -232,3 +247,74 @@ async def test_a_permanent_failure_is_recorded_and_the_journey_goes_on(
 
     assert (result.outcome, result.sends) == ("completed", 0)
     assert sorted(d.status for d in stack.deliveries()) == ["failed", "failed", "failed"]
+
+
+def test_no_attempt_starts_when_it_could_not_end_before_the_deadline(
+    sender: EmailSender, smtp: SmtpSink, database: Database
+) -> None:
+    smtp.reply_next("451 4.3.0 try later")
+    with pytest.raises(ApplicationError):
+        activity_env(retry_policy=SEND_RETRY).run(sender.send_email, send_input())
+    late = activity_env(attempt=2, retry_policy=SEND_RETRY, scheduled_ago=26 * 60)
+
+    result = late.run(sender.send_email, send_input())
+
+    assert result.status == "failed" and "too late" in result.detail
+    assert [(r.status, r.attempts) for r in rows(database)] == [("failed", 1)]
+    assert smtp_messages(smtp) == []
+
+
+def test_a_transient_failure_is_final_when_the_next_retry_would_be_too_late(
+    sender: EmailSender, smtp: SmtpSink, database: Database
+) -> None:
+    smtp.reply_next("451 4.3.0 try later")
+    nearly_late = activity_env(attempt=7, retry_policy=SEND_RETRY, scheduled_ago=24 * 60)
+    result = nearly_late.run(sender.send_email, send_input())
+    assert (result.status, [r.status for r in rows(database)]) == ("failed", ["failed"])
+
+
+def test_a_retry_that_finds_nothing_to_send_settles_the_deferred_row(
+    sender: EmailSender, smtp: SmtpSink, database: Database
+) -> None:
+    smtp.reply_next("451 4.3.0 try later")
+    with pytest.raises(ApplicationError):
+        activity_env(retry_policy=SEND_RETRY).run(sender.send_email, send_input())
+    with database.session() as session:
+        session.execute(text("DELETE FROM contact_identities"))
+
+    result = activity_env(attempt=2).run(sender.send_email, send_input())
+
+    assert result.status == "skipped"
+    assert [r.status for r in rows(database)] == ["skipped"]
+
+
+async def test_an_internationalized_address_goes_over_smtputf8(
+    stack: Stack, contact_key: str
+) -> None:
+    await stack.client.identify(contact_key, emails=["jöhn@exämple.com"])
+    await stack.client.track(contact_key, "signed_up")
+    await stack.result("onboarding", contact_key)
+    assert [s.to for s in stack.sent()] == ["jöhn@exämple.com"] * 3
+
+
+def test_a_template_that_breaks_on_its_data_fails_that_send_with_the_reason(
+    database: Database, smtp: SmtpSink, tmp_path: Path
+) -> None:
+    (tmp_path / "ratio.yaml").write_text(
+        "subject: Ratio\n"
+        "text: '{{ 1 / trigger.properties.total }}'\n"
+        "fields: {trigger.properties.total: required}\n"
+    )
+    broken = EmailSender(
+        db=database,
+        templates=load_templates(tmp_path),
+        provider=SmtpProvider(SmtpConfig(host=smtp.host, port=smtp.port)),
+        sender="Acme <hello@acme.example>",
+        default_timezone="UTC",
+    )
+    zero = JourneyEvent(event_id="z", name="cart_updated", properties={"total": 0}, occurred_at=NOW)
+    result = activity_env().run(
+        broken.send_email, send_input(template="ratio", trigger=zero, event=zero)
+    )
+    assert result.status == "failed"
+    assert "ZeroDivisionError" in result.detail

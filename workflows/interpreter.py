@@ -56,9 +56,12 @@ from tidings.models.workflow_io import (
 from tidings.workflows import schedule
 
 LOCAL_ACTIVITY_TIMEOUT = timedelta(seconds=30)
-SEND_TIMEOUT = timedelta(minutes=2)
+SEND_TIMEOUT = timedelta(minutes=5)
+"""One attempt: about eight SMTP round trips, each allowed the SMTP timeout (30 s)."""
 SEND_DEADLINE = timedelta(minutes=30)
-"""A message this late is recorded as failed rather than delivered at a surprising time."""
+"""No attempt starts unless it can end by then: a message this late is recorded as
+failed (by the activity, see `activities/send.py`) rather than delivered at a
+surprising time."""
 SEND_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
     backoff_coefficient=2.0,

@@ -53,20 +53,29 @@ class SmtpProvider:
 
     def send(self, email: OutgoingEmail) -> str:
         message = compose(email)
+        utf8 = not (email.sender.isascii() and email.to.isascii())
         where = f"{self.config.host}:{self.config.port}"
         smtp = smtplib.SMTP(timeout=self.config.timeout_seconds)
         try:
             try:
                 smtp.connect(self.config.host, self.config.port)
                 self._hello(smtp)
-                self._envelope(smtp, email)
+                self._envelope(smtp, email, utf8=utf8)
+            except (TransientSendError, PermanentSendError):
+                raise
             except smtplib.SMTPResponseException as err:
                 raise _classify(err.smtp_code, err.smtp_error) from err
             except (OSError, smtplib.SMTPException) as err:
                 raise TransientSendError(f"SMTP server {where} unreachable: {err}") from err
-            self._data(smtp, message)
+            except Exception as err:
+                # Nothing was handed over, so a retry is safe; say what broke.
+                raise TransientSendError(
+                    f"sending to {where} failed before the message was handed over: "
+                    f"{type(err).__name__}: {err}"
+                ) from err
+            self._data(smtp, message, utf8=utf8)
         finally:
-            with contextlib.suppress(OSError, smtplib.SMTPException):
+            with contextlib.suppress(Exception):
                 smtp.quit()
             smtp.close()
         return email.message_id
@@ -80,8 +89,13 @@ class SmtpProvider:
             smtp.login(self.config.username, self.config.password)
 
     @staticmethod
-    def _envelope(smtp: smtplib.SMTP, email: OutgoingEmail) -> None:
-        code, reply = smtp.mail(parseaddr(email.sender)[1])
+    def _envelope(smtp: smtplib.SMTP, email: OutgoingEmail, *, utf8: bool) -> None:
+        if utf8 and not smtp.has_extn("smtputf8"):
+            raise PermanentSendError(
+                f"{email.to} is an internationalized address, and the SMTP server does "
+                "not offer SMTPUTF8; use a relay that does"
+            )
+        code, reply = smtp.mail(parseaddr(email.sender)[1], ["SMTPUTF8"] if utf8 else [])
         if code != 250:
             raise _classify(code, reply)
         code, reply = smtp.rcpt(email.to)
@@ -89,14 +103,15 @@ class SmtpProvider:
             raise _classify(code, reply)
 
     @staticmethod
-    def _data(smtp: smtplib.SMTP, message: EmailMessage) -> None:
+    def _data(smtp: smtplib.SMTP, message: EmailMessage, *, utf8: bool) -> None:
         """Once the message is handed over, a lost connection leaves its fate unknown."""
+        # SMTP lines end in CRLF (smtplib leaves bytes as they are).
+        wire = message.as_bytes(policy=message.policy.clone(linesep="\r\n", utf8=utf8))
         try:
-            # SMTP lines end in CRLF; smtplib leaves bytes as they are.
-            code, reply = smtp.data(message.as_bytes(policy=message.policy.clone(linesep="\r\n")))
+            code, reply = smtp.data(wire)
         except smtplib.SMTPResponseException as err:
             raise _classify(err.smtp_code, err.smtp_error) from err
-        except (OSError, smtplib.SMTPException) as err:
+        except Exception as err:
             raise AmbiguousSendError(
                 f"connection lost while handing over the message: {err}"
             ) from err
@@ -104,10 +119,17 @@ class SmtpProvider:
             raise _classify(code, reply)
 
 
+# Authentication and policy replies that a fixed configuration (a rotated
+# password) can cure: retry rather than fail every message at once.
+_CONFIGURATION_CODES = frozenset({530, 534, 535, 538})
+
+
 def _classify(code: int, reply: bytes | str) -> TransientSendError | PermanentSendError:
-    """4xx (and 421 service closing) may pass later; 5xx will not."""
+    """4xx (and 421 service closing) may pass later; 5xx will not, except auth failures."""
     text = reply.decode(errors="replace") if isinstance(reply, bytes) else reply
     detail = f"SMTP {code} {text}".strip()
     if 400 <= code < 500:
         return TransientSendError(detail)
+    if code in _CONFIGURATION_CODES:
+        return TransientSendError(f"{detail} (check TIDINGS_SMTP_USERNAME/PASSWORD)")
     return PermanentSendError(detail)
