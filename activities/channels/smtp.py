@@ -7,6 +7,7 @@ import smtplib
 import ssl
 from dataclasses import dataclass
 from email.message import EmailMessage
+from email.policy import SMTP, SMTPUTF8
 from email.utils import formatdate, parseaddr
 
 from tidings.activities.channels import (
@@ -106,7 +107,7 @@ class SmtpProvider:
     def _data(smtp: smtplib.SMTP, message: EmailMessage, *, utf8: bool) -> None:
         """Once the message is handed over, a lost connection leaves its fate unknown."""
         # SMTP lines end in CRLF (smtplib leaves bytes as they are).
-        wire = message.as_bytes(policy=message.policy.clone(linesep="\r\n", utf8=utf8))
+        wire = message.as_bytes(policy=SMTPUTF8 if utf8 else SMTP)
         try:
             code, reply = smtp.data(wire)
         except smtplib.SMTPResponseException as err:
