@@ -2,7 +2,7 @@
 
 Temporal's own connection settings (`TEMPORAL_ADDRESS`, `TEMPORAL_NAMESPACE`,
 `TEMPORAL_API_KEY`, TLS, `temporal.toml` profiles) are read by Temporal's
-envconfig in `tidings.temporal`, not here.
+envconfig in `tidings.connection`, not here.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tidings.models.contact import TimeZoneName
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -30,7 +32,7 @@ class Settings(BaseSettings):
     )
     journeys_dir: Path = Field(default=PACKAGE_DIR / "journeys")
     templates_dir: Path = Field(default=PACKAGE_DIR / "templates")
-    default_timezone: str = Field(
+    default_timezone: TimeZoneName = Field(
         default="UTC", description="Time zone of contacts that have none."
     )
 

@@ -37,7 +37,8 @@ from tidings.workflows.journey import JourneyWorkflow
 
 log = structlog.get_logger(__name__)
 
-ACTIVITY_THREADS = 32
+LOCAL_ACTIVITY_THREADS = 16
+SEND_THREADS = 32
 
 
 def sandbox_runner() -> SandboxedWorkflowRunner:
@@ -84,7 +85,11 @@ class WorkerParts:
 @asynccontextmanager
 async def running_workers(parts: WorkerParts) -> AsyncIterator[list[Worker]]:
     """Start the journey and email workers; shut them down gracefully on exit."""
-    executor = ThreadPoolExecutor(max_workers=ACTIVITY_THREADS, thread_name_prefix="activity")
+    # A pool per worker, each as large as the concurrency it allows: a slot
+    # must never wait for a thread (local activities have short timeouts, and
+    # a send that waits past its timeout would be attempted twice).
+    bookkeeping = ThreadPoolExecutor(LOCAL_ACTIVITY_THREADS, thread_name_prefix="bookkeeping")
+    sending = ThreadPoolExecutor(SEND_THREADS, thread_name_prefix="send")
     settings = parts.settings
     journal = JourneyJournal(parts.database)
     reader = ContactReader(parts.database, default_timezone=settings.default_timezone)
@@ -101,16 +106,16 @@ async def running_workers(parts: WorkerParts) -> AsyncIterator[list[Worker]]:
             task_queue=naming.JOURNEY_TASK_QUEUE,
             workflows=[JourneyWorkflow],
             activities=[journal.enter_journey, journal.exit_journey, reader.load_contact],
-            activity_executor=executor,
-            max_concurrent_activities=ACTIVITY_THREADS,
+            activity_executor=bookkeeping,
+            max_concurrent_local_activities=LOCAL_ACTIVITY_THREADS,
             workflow_runner=sandbox_runner(),
         ),
         Worker(
             parts.client,
             task_queue=naming.EMAIL_TASK_QUEUE,
             activities=[sender.send_email],
-            activity_executor=executor,
-            max_concurrent_activities=ACTIVITY_THREADS,
+            activity_executor=sending,
+            max_concurrent_activities=SEND_THREADS,
         ),
     ]
     tasks = [asyncio.create_task(worker.run()) for worker in workers]
@@ -119,7 +124,8 @@ async def running_workers(parts: WorkerParts) -> AsyncIterator[list[Worker]]:
     finally:
         await asyncio.gather(*(worker.shutdown() for worker in workers))
         await asyncio.gather(*tasks, return_exceptions=True)
-        executor.shutdown(wait=True)
+        bookkeeping.shutdown(wait=True)
+        sending.shutdown(wait=True)
 
 
 async def check_search_attributes(client: Client) -> None:

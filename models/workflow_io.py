@@ -22,6 +22,17 @@ class SeenEvent(BaseModel):
     event: JourneyEvent
 
 
+class Resume(BaseModel):
+    """Where a waiting step stood, so it can continue after continue-as-new."""
+
+    step_id: str
+    wake_at: AwareDatetime
+    """When the wait ends (a wait_for's timeout)."""
+    after_seq: int = 0
+    """wait_for: events numbered after this count."""
+    label: str = ""
+
+
 class JourneyState(BaseModel):
     """Everything a journey must carry across continue-as-new."""
 
@@ -37,6 +48,7 @@ class JourneyState(BaseModel):
     current_event: JourneyEvent
     sends: int = 0
     continued: int = 0
+    resume: Resume | None = None
 
 
 class JourneyInput(BaseModel):

@@ -16,9 +16,10 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from pydantic import BaseModel, JsonValue, ValidationError
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowQueryFailedError
 from temporalio.common import (
@@ -41,7 +42,7 @@ from tidings.models.journey import Journey
 from tidings.models.primitives import format_duration
 from tidings.models.workflow_io import JourneyInput, JourneyStatus
 from tidings.settings import Settings
-from tidings.starter.routing import check_properties, needs_contact, plan_routes
+from tidings.starter.routing import RoutePlan, check_properties, needs_contact, plan_routes
 from tidings.workflows.journey import JourneyWorkflow
 
 T = TypeVar("T")
@@ -71,7 +72,7 @@ class ContactJourney(BaseModel):
 @dataclass(frozen=True)
 class _Recorded:
     recorded: events.Recorded
-    contact: dict[str, Any] | None
+    plan: RoutePlan
     refusals: dict[str, str | None]
 
 
@@ -167,6 +168,10 @@ class TidingsClient:
 
         def record(session: Session) -> _Recorded:
             contact = contacts.get_contact(session=session, key=key)
+            # Routing is decided before the event is stored: a condition that
+            # fails on this event refuses it with nothing written.
+            wanted = needs_contact(self.catalog, incoming.name)
+            plan = plan_routes(self.catalog, incoming, contact.model_dump() if wanted else None)
             recorded = events.record_event(
                 session=session, contact_key=key, event=incoming, now=now
             )
@@ -182,8 +187,7 @@ class TidingsClient:
                 )
                 for journey in self.catalog.triggered_by(incoming.name)
             }
-            wanted = needs_contact(self.catalog, incoming.name)
-            return _Recorded(recorded, contact.model_dump() if wanted else None, refusals)
+            return _Recorded(recorded, plan, refusals)
 
         stored = await self._in_session(record)
         recorded = stored.recorded
@@ -191,7 +195,7 @@ class TidingsClient:
         if recorded.already_routed:
             result.duplicate = True
             return result
-        plan = plan_routes(self.catalog, recorded.event, stored.contact)
+        plan = stored.plan
         result.skipped.update(plan.skipped)
         for journey in plan.trigger:
             refusal = stored.refusals.get(journey.name)
@@ -299,9 +303,21 @@ class TidingsClient:
         return description.status == WorkflowExecutionStatus.RUNNING
 
     async def _in_session(self, work: Callable[[Session], T]) -> T:
+        """Run `work` in a transaction, in a thread.
+
+        Two callers racing to insert the same row (one event id, one email) get
+        an IntegrityError on PostgreSQL; the loser's retry sees the winner's row.
+        """
+
         def run() -> T:
-            with self.database.session() as session:
-                return work(session)
+            for attempt in (1, 2):
+                try:
+                    with self.database.session() as session:
+                        return work(session)
+                except IntegrityError:
+                    if attempt == 2:
+                        raise
+            raise AssertionError("unreachable")
 
         return await asyncio.to_thread(run)
 

@@ -10,8 +10,12 @@ import sys
 from pathlib import Path
 
 from support import EXAMPLE_TEMPLATES, eventually, running_stack
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
+from tidings import naming
+from tidings.models.events import JourneyEvent
+from tidings.models.workflow_io import JourneyResult, JourneyStatus
 from tidings.settings import PACKAGE_DIR, Settings
 from tidings.starter.client import TidingsClient
 from tidings.starter.dev import find_binary
@@ -172,3 +176,36 @@ async def test_python_worker_py_runs_the_worker_alone_against_a_cluster(
         output, _ = await asyncio.wait_for(worker.communicate(), 30)
     assert worker.returncode == 0, output.decode()
     assert "worker stopped" in output.decode()
+
+
+async def test_a_trigger_seen_by_the_ending_entry_itself_continues_into_a_new_entry(
+    dev_server: WorkflowEnvironment, smtp: SmtpSink, tmp_path: Path, contact_key: str
+) -> None:
+    """The race made certain: with no worker running, an exit event and a new trigger
+    both wait in the history, so the entry sees the trigger while it ends."""
+    options = {"data_dir": tmp_path, "smtp": smtp, "journeys_dir": QUICK_JOURNEYS}
+    async with running_stack(dev_server, **options) as s:  # type: ignore[arg-type]
+        await s.client.identify(contact_key, emails=["same-task@example.com"])
+        await s.client.track(contact_key, "ping")
+        handle = s.handle("quick", contact_key)
+        await eventually(lambda: _waiting(handle))
+    now = await dev_server.get_current_time()
+    for event_id, name in (("stop-1", "stop"), ("ping-2", "ping")):  # no worker runs now
+        event = JourneyEvent(event_id=event_id, name=name, occurred_at=now)
+        await handle.signal(naming.EVENT_SIGNAL, event)
+
+    async with running_stack(dev_server, **options) as s:  # type: ignore[arg-type]
+        result = await s.result("quick", contact_key, timeout=40)
+        runs = sorted(s.journey_runs(contact_key), key=lambda r: r.entry)
+        first = await dev_server.client.get_workflow_handle(
+            handle.id, run_id=runs[0].run_id
+        ).describe()
+
+        assert (result.entry, result.outcome) == (2, "completed")
+        assert [(r.entry, r.outcome) for r in runs] == [(1, "exited"), (2, "completed")]
+        assert first.status == WorkflowExecutionStatus.CONTINUED_AS_NEW
+
+
+async def _waiting(handle: WorkflowHandle[object, JourneyResult]) -> bool:
+    status: JourneyStatus = await handle.query(naming.STATUS_QUERY, result_type=JourneyStatus)
+    return status.step_id == "pause"

@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from pydantic import JsonValue
 from support import Stack, running_stack
 from temporalio.testing import WorkflowEnvironment
 
@@ -103,3 +104,53 @@ async def test_a_small_order_without_a_running_entry_starts_nothing(
     small = await custom.client.track(contact_key, "order_placed", {"total": 30})
     assert (small.triggered, small.woke) == ([], [])
     assert custom.journey_runs(contact_key) == []
+
+
+QUICK = Path(__file__).parent / "fixtures" / "quick-journeys"
+
+
+async def test_a_trigger_that_lands_while_an_entry_ends_starts_the_next_entry(
+    time_skipping: WorkflowEnvironment, smtp: SmtpSink, tmp_path: Path, contact_key: str
+) -> None:
+    async with running_stack(time_skipping, data_dir=tmp_path, smtp=smtp, journeys_dir=QUICK) as s:
+        await s.client.identify(contact_key, emails=["again@example.com"])
+        await s.client.track(contact_key, "ping")
+        await s.client.track(contact_key, "stop")  # ends entry 1 during its pause...
+        again = await s.client.track(contact_key, "ping")  # ...racing this trigger
+
+        result = await s.result("quick", contact_key)
+
+        assert again.triggered == ["quick"]
+        assert result.entry == 2 and result.outcome == "completed"
+        runs = sorted(s.journey_runs(contact_key), key=lambda r: r.entry)
+        assert [(r.entry, r.outcome) for r in runs] == [(1, "exited"), (2, "completed")]
+        assert sorted(d.step_id for d in s.deliveries()) == ["follow-up", "hello", "hello"]
+
+
+async def test_a_flood_of_events_mid_wait_continues_as_new_without_moving_the_timer(
+    time_skipping: WorkflowEnvironment, smtp: SmtpSink, tmp_path: Path, contact_key: str
+) -> None:
+    async with running_stack(
+        time_skipping, data_dir=tmp_path, smtp=smtp, history_event_limit=40
+    ) as s:
+        await s.client.identify(contact_key, emails=["flood@example.com"])
+        cart: dict[str, JsonValue] = {
+            "total": 150.0,
+            "currency": "EUR",
+            "cart_url": "https://shop.example/c/1",
+        }
+        await s.client.track(contact_key, "cart_updated", cart)
+        for _ in range(60):  # each delivered to the entry sleeping in `wait-1h`
+            await s.client.track(contact_key, "cart_updated", cart)
+        current = (await s.handle("cart-abandonment", contact_key).describe()).run_id
+
+        result = await s.result("cart-abandonment", contact_key)
+        [run] = s.journey_runs(contact_key)
+
+        assert current != run.run_id, "the history grew without continuing as new"
+        assert (result.entry, result.outcome) == (1, "completed")
+        sent = s.sent()
+        assert [x.step_id for x in sent] == ["reminder", "offer"]
+        assert abs(sent[0].scheduled_at - run.entered_at - timedelta(hours=1)) < timedelta(
+            seconds=5
+        )

@@ -14,9 +14,9 @@ every workflow run: passed through, it is compiled once per process.
 
 from __future__ import annotations
 
-import contextlib
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -49,11 +49,17 @@ from tidings.models.workflow_io import (
     JourneyStatus,
     LoadContactInput,
     Outcome,
+    Resume,
     SeenEvent,
     SendEmailInput,
     SendResult,
 )
 from tidings.workflows import schedule
+
+
+class _HistoryIsLong(Exception):
+    """A wait was cut short to continue as new; the step resumes in the next run."""
+
 
 LOCAL_ACTIVITY_TIMEOUT = timedelta(seconds=30)
 SEND_TIMEOUT = timedelta(minutes=5)
@@ -82,6 +88,8 @@ class JourneyInterpreter:
         self._exit: tuple[Outcome, str] | None = None
         self._ending: tuple[Outcome, str] | None = None
         self._shown: tuple[str, str] | None = None
+        self._leaving = False
+        self._reentry_trigger: JourneyEvent | None = None
         self._status: tuple[str, str, datetime | None, str] = (
             "starting",
             "",
@@ -99,7 +107,12 @@ class JourneyInterpreter:
 
     def receive(self, event: JourneyEvent) -> None:
         """An event for this contact that this journey listens to."""
-        if not self._remember(event) or self._exit is not None:
+        if not self._remember(event):
+            return
+        if self._exit is not None or self._leaving:
+            if event.name == self._journey.trigger.event:
+                # Meant for a new entry but delivered to this ending one; see run().
+                self._reentry_trigger = event
             return
         goal = self._journey.goal
         if event.name in self._journey.exit_on:
@@ -152,14 +165,20 @@ class JourneyInterpreter:
             state.entered_at = workflow.now()
 
         while self._exit is None and state.step_id != END:
-            if self._history_is_long():
-                await workflow.wait_condition(workflow.all_handlers_finished)
-                state.continued += 1
-                workflow.continue_as_new(input.model_copy(update={"state": state}))
             step = self._journey.step(state.step_id)
-            state.visits[step.id] = state.visits.get(step.id, 0) + 1
-            state.step_id = await self._run_step(step)
+            resuming = state.resume is not None and state.resume.step_id == step.id
+            if not resuming:
+                if self._history_is_long():
+                    await self._continue_as_new(input.model_copy(update={"state": state}))
+                state.visits[step.id] = state.visits.get(step.id, 0) + 1
+            try:
+                next_step = await self._run_step(step)
+            except _HistoryIsLong:
+                await self._continue_as_new(input.model_copy(update={"state": state}))
+            state.resume = None
+            state.step_id = next_step
 
+        self._leaving = True
         outcome, reason = self._exit or self._ending or ("completed", "reached the end")
         self._finish(outcome, reason)
         await workflow.execute_local_activity_method(
@@ -174,7 +193,25 @@ class JourneyInterpreter:
             ),
             start_to_close_timeout=LOCAL_ACTIVITY_TIMEOUT,
         )
+        if self._reentry_trigger is not None:
+            # The trigger came while this entry ended: the client saw a running
+            # workflow and signalled it. Start the entry it asked for (the
+            # reentry policy is checked as for any entry).
+            await self._continue_as_new(
+                JourneyInput(
+                    journey=input.journey,
+                    contact_key=input.contact_key,
+                    trigger=self._reentry_trigger,
+                    history_event_limit=input.history_event_limit,
+                )
+            )
         return JourneyResult(outcome=outcome, reason=reason, entry=state.entry, sends=state.sends)
+
+    async def _continue_as_new(self, next_input: JourneyInput) -> NoReturn:
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        if next_input.state is not None:
+            next_input.state.continued += 1
+        workflow.continue_as_new(next_input)
 
     async def _run_step(self, step: Step) -> str:
         if isinstance(step, WaitStep):
@@ -193,7 +230,9 @@ class JourneyInterpreter:
         return END
 
     async def _wait(self, step: WaitStep) -> str:
-        wake_at = workflow.now() + step.wait
+        resume = self._resume(step)
+        wake_at = resume.wake_at if resume else workflow.now() + step.wait
+        self._state.resume = Resume(step_id=step.id, wake_at=wake_at)
         self._show(
             step,
             "timer",
@@ -204,6 +243,21 @@ class JourneyInterpreter:
         return self._journey.following(step.id)
 
     async def _wait_until(self, step: WaitUntilStep) -> str:
+        resume = self._resume(step)
+        if resume is None:
+            moment = await self._moment(step)
+            if isinstance(moment, str):
+                return moment
+            resume = self._state.resume = Resume(
+                step_id=step.id, wake_at=moment[0], label=moment[1]
+            )
+        wake_at, label = resume.wake_at, resume.label
+        self._show(step, "timer", f"Waiting until {label} ({wake_at:%Y-%m-%d %H:%M} UTC)", wake_at)
+        await self._sleep_until(wake_at, f"{step.id}: until {label}")
+        return self._journey.following(step.id)
+
+    async def _moment(self, step: WaitUntilStep) -> tuple[datetime, str] | str:
+        """When a wait_until ends (and how it reads locally), or the step to go to now."""
         spec = step.wait_until
         contact = await self._load_contact([spec.trait] if spec.trait else [])
         if contact is None:
@@ -229,21 +283,22 @@ class JourneyInterpreter:
         else:
             assert spec.at is not None
             wake_at = schedule.next_time_of_day(now, contact.timezone, spec.at, weekdays)
-        label = schedule.local_label(wake_at, contact.timezone)
-        self._show(step, "timer", f"Waiting until {label} ({wake_at:%Y-%m-%d %H:%M} UTC)", wake_at)
-        await self._sleep_until(wake_at, f"{step.id}: until {label}")
-        return self._journey.following(step.id)
+        return wake_at, schedule.local_label(wake_at, contact.timezone)
 
     async def _wait_for(self, step: WaitForStep) -> str:
         spec = step.wait_for
-        after = 0 if spec.since == "entry" else self._state.event_seq
+        resume = self._resume(step)
+        if resume is None:
+            after = 0 if spec.since == "entry" else self._state.event_seq
+            resume = Resume(step_id=step.id, wake_at=workflow.now() + spec.timeout, after_seq=after)
+            self._state.resume = resume
+        after, deadline = resume.after_seq, resume.wake_at
 
         def arrived() -> SeenEvent | None:
             seen = self._state.latest.get(spec.event)
             return seen if seen is not None and seen.seq > after else None
 
         if arrived() is None:
-            deadline = workflow.now() + spec.timeout
             self._show(
                 step,
                 f"event:{spec.event}",
@@ -251,13 +306,8 @@ class JourneyInterpreter:
                 f"then `{spec.on_timeout}`",
                 deadline,
             )
-            try:
-                await workflow.wait_condition(
-                    lambda: self._exit is not None or arrived() is not None,
-                    timeout=spec.timeout,
-                    timeout_summary=f"{step.id}: wait for {spec.event}",
-                )
-            except TimeoutError:
+            summary = f"{step.id}: wait for {spec.event}"
+            if not await self._until(lambda: arrived() is not None, deadline, summary):
                 return spec.on_timeout
         seen = arrived()
         if seen is None:  # woken by an exit
@@ -358,14 +408,34 @@ class JourneyInterpreter:
         return target
 
     async def _sleep_until(self, wake_at: datetime, summary: str) -> None:
-        """Sleep with one durable timer, waking early if the journey must exit."""
-        delay = wake_at - workflow.now()
-        if delay <= timedelta(0):
-            return
-        with contextlib.suppress(TimeoutError):
-            await workflow.wait_condition(
-                lambda: self._exit is not None, timeout=delay, timeout_summary=summary
-            )
+        await self._until(lambda: False, wake_at, summary)
+
+    async def _until(self, done: Callable[[], bool], deadline: datetime, summary: str) -> bool:
+        """Wait, with one durable timer, until `done()`, an exit, or the deadline.
+
+        True if woken before the deadline. Raises _HistoryIsLong when events
+        arriving during the wait have made the history long: the step then
+        continues in a new run, from the Resume it left in the state.
+        """
+        delay = deadline - workflow.now()
+        if delay > timedelta(0):
+            try:
+                await workflow.wait_condition(
+                    lambda: done() or self._exit is not None or self._history_is_long(),
+                    timeout=delay,
+                    timeout_summary=summary,
+                )
+            except TimeoutError:
+                return False
+        woke = done() or self._exit is not None
+        if delay > timedelta(0) and not woke:
+            raise _HistoryIsLong
+        return woke
+
+    def _resume(self, step: Step) -> Resume | None:
+        """The saved position of this step, when it continues from a previous run."""
+        resume = self._state.resume
+        return resume if resume is not None and resume.step_id == step.id else None
 
     def _remember(self, event: JourneyEvent) -> bool:
         """Record an event once; False for a duplicate delivery of the same event id."""
