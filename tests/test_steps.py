@@ -11,6 +11,7 @@ from pydantic import JsonValue
 from support import Stack, running_stack
 from temporalio.testing import WorkflowEnvironment
 
+from tidings.errors import InputError
 from tidings.starter.smtp_sink import SmtpSink
 
 ACTIVATION = """\
@@ -154,3 +155,26 @@ async def test_a_flood_of_events_mid_wait_continues_as_new_without_moving_the_ti
         assert abs(sent[0].scheduled_at - run.entered_at - timedelta(hours=1)) < timedelta(
             seconds=5
         )
+
+
+UNDECLARED = """\
+name: loose
+version: 1
+trigger: {event: purchase, where: "properties.total > 20"}
+steps:
+  - id: thanks
+    send: {template: check-in}
+"""
+
+
+@pytest.mark.parametrize("custom", [{"loose": UNDECLARED}], indirect=True)
+async def test_an_event_its_trigger_condition_cannot_read_is_refused_and_not_stored(
+    custom: Stack, contact_key: str
+) -> None:
+    await custom.client.identify(contact_key, emails=["loose@example.com"])
+    with pytest.raises(InputError, match="journey 'loose': its trigger condition failed"):
+        await custom.client.track(contact_key, "purchase", {"total": "lots"}, event_id="p-1")
+
+    fixed = await custom.client.track(contact_key, "purchase", {"total": 30}, event_id="p-1")
+
+    assert fixed.triggered == ["loose"]
