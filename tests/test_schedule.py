@@ -60,6 +60,11 @@ def test_a_date_trait_minus_an_offset_is_nine_local_that_day(
     assert moment == expected
 
 
+def test_a_compact_date_is_a_date() -> None:
+    moment = trait_moment("20270320", offset=timedelta(days=-1), at=None, tz=NY)
+    assert moment == utc(2027, 3, 19, 13, 0)
+
+
 def test_a_date_time_trait_keeps_its_time_unless_at_is_given() -> None:
     value = "2027-06-01T17:45:00+00:00"
     assert trait_moment(value, offset=timedelta(hours=-1), at=None, tz=NY) == utc(

@@ -51,23 +51,34 @@ def trait_moment(
     a date-time keeps its own time unless `at` is given. The offset is applied
     to local wall-clock time, so "-30d at 09:00" is 09:00 even across DST.
     """
-    if not isinstance(value, str):
-        return None
-    try:
-        if len(value) == 10:
-            local = datetime.combine(date.fromisoformat(value), at or DEFAULT_TIME_OF_DAY)
-        else:
-            parsed = datetime.fromisoformat(value)
-            if parsed.tzinfo is not None:
-                parsed = parsed.astimezone(ZoneInfo(tz)).replace(tzinfo=None)
-            local = datetime.combine(parsed.date(), at) if at else parsed
-    except ValueError:
+    local = _local_date_time(value, at, tz) if isinstance(value, str) else None
+    if local is None:
         return None
     local += offset
     if weekdays is not None:
         while local.weekday() not in weekdays:
             local += timedelta(days=1)
     return resolve_local(local.date(), local.time(), tz)
+
+
+def _local_date_time(value: str, at: time | None, tz: str) -> datetime | None:
+    """A date (2026-12-31 or 20261231) at `at`, or a date-time in `tz`'s wall clock.
+
+    A date-time with an offset is converted to the contact's wall clock first:
+    midnight UTC is the evening before in the Americas. Store plain dates for
+    days that mean the same everywhere.
+    """
+    try:
+        return datetime.combine(date.fromisoformat(value), at or DEFAULT_TIME_OF_DAY)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(ZoneInfo(tz)).replace(tzinfo=None)
+    return datetime.combine(parsed.date(), at) if at else parsed
 
 
 def local_label(moment: datetime, tz: str) -> str:
