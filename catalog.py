@@ -16,7 +16,9 @@ from pydantic import BaseModel, ValidationError
 
 from tidings.errors import SpecError
 from tidings.models.journey import Journey, journey_problems
+from tidings.models.policy import PolicyConfig
 from tidings.models.template import EmailTemplate, template_problems
+from tidings.settings import Settings
 
 SPEC_SUFFIXES = (".yaml", ".yml")
 
@@ -30,9 +32,13 @@ class Catalog:
     journeys: Mapping[str, Journey]
     templates: Mapping[str, EmailTemplate]
     journey_files: Mapping[str, Path] = field(default_factory=dict)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
 
     @classmethod
-    def load(cls, journeys_dir: Path, templates_dir: Path) -> Catalog:
+    def load(
+        cls, journeys_dir: Path, templates_dir: Path, policy_file: Path | None = None
+    ) -> Catalog:
+        policy = load_policy(policy_file) if policy_file is not None else PolicyConfig()
         templates = load_templates(templates_dir)
         paths = spec_files(journeys_dir)
         journeys: dict[str, Journey] = {}
@@ -53,7 +59,11 @@ class Catalog:
             files[journey.name] = path
         if problems:
             raise SpecError(problems)
-        return cls(journeys=journeys, templates=templates, journey_files=files)
+        return cls(journeys=journeys, templates=templates, journey_files=files, policy=policy)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Catalog:
+        return cls.load(settings.journeys_dir, settings.templates_dir, settings.policy_file)
 
     def triggered_by(self, event: str) -> list[Journey]:
         return [j for j in self.journeys.values() if j.trigger.event == event]
@@ -86,6 +96,11 @@ def load_templates(directory: Path) -> dict[str, EmailTemplate]:
     return templates
 
 
+def load_policy(path: Path) -> PolicyConfig:
+    data, node = _read_yaml(path)
+    return _validate(PolicyConfig, data or {}, node, path, label=None)
+
+
 def load_template(path: Path) -> EmailTemplate:
     data, node = _read_yaml(path)
     if isinstance(data, dict):
@@ -102,11 +117,20 @@ def load_journey(path: Path, templates: Mapping[str, EmailTemplate]) -> Journey:
     journey = _validate(Journey, data, node, path, label=_step_label)
     problems = journey_problems(journey)
     known = ", ".join(sorted(templates)) or "none"
-    for step_id, name in journey.templates():
+    for step in journey.sends():
+        name = step.send.template
         if name not in templates:
             problems.append(
-                f"step {step_id!r}: unknown template {name!r}; known templates: {known} "
+                f"step {step.id!r}: unknown template {name!r}; known templates: {known} "
                 f"(a template is a file templates/<name>.yaml)"
+            )
+        elif step.send.purpose in ("transactional", "critical") and not (
+            step.send.rationale or journey.rationale or templates[name].rationale
+        ):
+            problems.append(
+                f"step {step.id!r}: a {step.send.purpose} send is exempt from marketing "
+                "opt-outs only with a recorded legal rationale; add `rationale:` to the "
+                f"step, the journey or templates/{name}.yaml"
             )
     if problems:
         lines = _step_lines(data, node)

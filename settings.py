@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     )
     journeys_dir: Path = Field(default=PACKAGE_DIR / "journeys")
     templates_dir: Path = Field(default=PACKAGE_DIR / "templates")
+    policy_file: Path = Field(default=PACKAGE_DIR / "policy.yaml")
     default_timezone: TimeZoneName = Field(
         default="UTC", description="Time zone of contacts that have none."
     )

@@ -26,6 +26,7 @@ from tidings.activities.channels import EmailProvider
 from tidings.activities.channels.smtp import SmtpConfig, SmtpProvider
 from tidings.activities.contacts import ContactReader
 from tidings.activities.journal import JourneyJournal
+from tidings.activities.policy import PolicyGate
 from tidings.activities.send import EmailSender
 from tidings.catalog import Catalog
 from tidings.connection import connect, create_commands, missing_search_attributes
@@ -93,19 +94,28 @@ async def running_workers(parts: WorkerParts) -> AsyncIterator[list[Worker]]:
     settings = parts.settings
     journal = JourneyJournal(parts.database)
     reader = ContactReader(parts.database, default_timezone=settings.default_timezone)
+    gate = PolicyGate(
+        parts.database, parts.catalog.policy, default_timezone=settings.default_timezone
+    )
     sender = EmailSender(
         db=parts.database,
         templates=parts.catalog.templates,
         provider=parts.email_provider,
         sender=settings.email_from,
         default_timezone=settings.default_timezone,
+        policy=parts.catalog.policy,
     )
     workers = [
         Worker(
             parts.client,
             task_queue=naming.JOURNEY_TASK_QUEUE,
             workflows=[JourneyWorkflow],
-            activities=[journal.enter_journey, journal.exit_journey, reader.load_contact],
+            activities=[
+                journal.enter_journey,
+                journal.exit_journey,
+                reader.load_contact,
+                gate.check_policy,
+            ],
             activity_executor=bookkeeping,
             max_concurrent_local_activities=LOCAL_ACTIVITY_THREADS,
             workflow_runner=sandbox_runner(),
@@ -153,7 +163,7 @@ async def serve(parts: WorkerParts, stop: asyncio.Event) -> None:
 async def main() -> None:
     settings = Settings()
     configure_logging(pretty=sys.stderr.isatty())
-    catalog = Catalog.load(settings.journeys_dir, settings.templates_dir)
+    catalog = Catalog.from_settings(settings)
     client = await connect()
     await check_search_attributes(client)
     parts = WorkerParts(

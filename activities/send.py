@@ -25,13 +25,16 @@ from tidings.activities.channels import (
     TransientSendError,
 )
 from tidings.activities.rendering import ContactFields, RenderError, render, template_data
-from tidings.db import deliveries
+from tidings.db import audit, deliveries
 from tidings.db.contacts import primary_address, snapshot
 from tidings.db.engine import Database
+from tidings.db.policy_facts import load_facts
 from tidings.errors import UnknownContactError
+from tidings.models.policy import Decision, Message, PolicyConfig
 from tidings.models.tables import Delivery
 from tidings.models.template import EmailTemplate
 from tidings.models.workflow_io import SendEmailInput, SendResult, SendStatus
+from tidings.policy.engine import decide
 
 log = structlog.get_logger(__name__)
 
@@ -50,12 +53,14 @@ class EmailSender:
         provider: EmailProvider,
         sender: str,
         default_timezone: str,
+        policy: PolicyConfig,
     ) -> None:
         self._db = db
         self._templates = templates
         self._provider = provider
         self._sender = sender
         self._default_timezone = default_timezone
+        self._policy = policy
 
     @activity.defn(name="send_email")
     def send_email(self, input: SendEmailInput) -> SendResult:
@@ -67,6 +72,7 @@ class EmailSender:
             channel="email",
             template=input.template,
             purpose=input.purpose,
+            topic=input.topic,
             scheduled_at=input.scheduled_at,
         )
         with self._db.session() as session:
@@ -74,15 +80,29 @@ class EmailSender:
             if earlier is not None and earlier.status in deliveries.FINAL:
                 return _result(earlier)
             late = _too_late(_now())
-            prepared = (deliveries.FAILED, late) if late else self._prepare(session, input)
-            if isinstance(prepared, tuple):
-                status, why = prepared
-                return _result(
-                    deliveries.record(
-                        session=session, new=new, status=status, error=why, now=_now()
-                    )
+            if late:
+                return self._settle(session, new, deliveries.FAILED, late)
+            # The policy again, at send time (consent may have changed while the
+            # journey slept), in the same transaction as the claim, with the
+            # contact's row locked: caps cannot be overshot by concurrent sends.
+            clock = _policy_clock()
+            decision = self._check(session, input, clock)
+            if decision.action == "skip":
+                return self._settle(session, new, deliveries.SKIPPED, decision.reason)
+            if decision.action == "wait":
+                return SendResult(
+                    delivery_id="",
+                    status="deferred",
+                    until=decision.until,
+                    rule=decision.rule,
+                    detail=decision.reason,
                 )
-            claim = deliveries.claim(session=session, new=new, to_address=prepared.to, now=_now())
+            prepared = self._prepare(session, input)
+            if isinstance(prepared, tuple):
+                return self._settle(session, new, *prepared)
+            claim = deliveries.claim(
+                session=session, new=new, to_address=prepared.to, now=_now(), counted_at=clock
+            )
         if claim.verdict == "done":
             return _result(claim.delivery)
         email = prepared.model_copy(
@@ -92,6 +112,44 @@ class EmailSender:
             }
         )
         return self._hand_over(claim.delivery, email)
+
+    def _check(self, session: Session, input: SendEmailInput, clock: datetime) -> Decision:
+        message = Message(
+            channel="email", purpose=input.purpose, topic=input.topic, window=input.window
+        )
+        try:
+            facts = load_facts(
+                session=session,
+                contact_key=input.contact_key,
+                message=message,
+                now=clock,
+                config=self._policy,
+                default_timezone=self._default_timezone,
+                waiting_since=input.waiting_since,
+                lock=True,
+            )
+        except UnknownContactError:
+            return Decision(
+                action="skip", kind="contact", rule="unknown contact",
+                reason="the contact no longer exists",
+            )  # fmt: skip
+        decision = decide(facts)
+        audit.record_decision(
+            session=session,
+            contact_key=input.contact_key,
+            decision=decision,
+            at=clock,
+            stage="send",
+            journey=input.journey,
+            step_id=input.step_id,
+        )
+        return decision
+
+    @staticmethod
+    def _settle(session: Session, new: deliveries.NewDelivery, status: str, why: str) -> SendResult:
+        return _result(
+            deliveries.record(session=session, new=new, status=status, error=why, now=_now())
+        )
 
     def _prepare(self, session: Session, input: SendEmailInput) -> OutgoingEmail | tuple[str, str]:
         """The rendered email, or (status, reason) when there is nothing to send."""
@@ -191,6 +249,11 @@ def _message_id(idempotency_key: str, sender: str) -> str:
     digest = hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
     domain = parseaddr(sender)[1].rpartition("@")[2] or "tidings.invalid"
     return f"<{digest}@{domain}>"
+
+
+def _policy_clock() -> datetime:
+    """The server's clock when this attempt started (a test server's may run ahead)."""
+    return activity.info().started_time
 
 
 def _deadline() -> datetime | None:

@@ -69,6 +69,7 @@ class BareOnboarding:
                         contact_key=input.contact_key,
                         template=template,
                         purpose="service",
+                        topic="onboarding",
                         trigger=input.trigger,
                         event=input.trigger,
                         scheduled_at=workflow.now(),

@@ -108,7 +108,7 @@ async def timed(
     """Journeys per second from the first start to the last completion; workflow ids."""
     keys = [f"{prefix}-{uuid.uuid4().hex[:10]}" for _ in range(count)]
     for key in keys:
-        await client.identify(key, emails=[f"{key}@bench.example"])
+        await client.identify(key, jurisdiction="US", emails=[f"{key}@bench.example"])
     began = time.perf_counter()
     ids: list[str] = []
 
@@ -167,7 +167,7 @@ async def measure(journeys: int, rounds: int) -> dict[str, object]:
             search_attributes=naming.SEARCH_ATTRIBUTES,
         )
         settings = Settings(data_dir=tmp, journeys_dir=shortened_onboarding(tmp / "journeys"))
-        catalog = Catalog.load(settings.journeys_dir, settings.templates_dir)
+        catalog = Catalog.from_settings(settings)
         database = Database(settings.database_url)
         steps = bare_steps(catalog)
         sends = sum(1 for _, template, _ in steps if template)

@@ -40,6 +40,8 @@ def upsert_contact(*, session: Session, data: IdentifyContact, now: datetime) ->
         contact.timezone = data.timezone
     if data.locale is not None:
         contact.locale = data.locale
+    if data.jurisdiction is not None:
+        contact.jurisdiction = data.jurisdiction
     if data.traits:
         merged = dict(contact.traits)
         for name, trait in data.traits.items():
@@ -100,6 +102,7 @@ def _view(session: Session, contact: Contact, *, created: bool) -> ContactView:
         phones=[i.value for i in identities if i.kind == "phone"],
         timezone=contact.timezone,
         locale=contact.locale,
+        jurisdiction=contact.jurisdiction,
         traits=dict(contact.traits),
         created=created,
     )

@@ -27,6 +27,8 @@ FAILED = "failed"
 SKIPPED = "skipped"
 UNCERTAIN = "uncertain"
 FINAL = frozenset({SENT, FAILED, SKIPPED, UNCERTAIN})
+COUNTED = frozenset({SENDING, SENT, DEFERRED, UNCERTAIN})
+"""Deliveries that take a place under frequency caps: handed over, or may still be."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class NewDelivery:
     channel: str
     template: str
     purpose: str
+    topic: str | None
     scheduled_at: datetime
 
 
@@ -53,7 +56,9 @@ def find(*, session: Session, idempotency_key: str) -> Delivery | None:
     return session.exec(select(Delivery).where(Delivery.idempotency_key == idempotency_key)).first()
 
 
-def claim(*, session: Session, new: NewDelivery, to_address: str, now: datetime) -> Claim:
+def claim(
+    *, session: Session, new: NewDelivery, to_address: str, now: datetime, counted_at: datetime
+) -> Claim:
     """Take the delivery for one attempt, or report the earlier attempt's result.
 
     Must be committed before the provider is called: the committed `sending`
@@ -66,6 +71,7 @@ def claim(*, session: Session, new: NewDelivery, to_address: str, now: datetime)
             status=SENDING,
             attempts=1,
             to_address=to_address,
+            counted_at=counted_at,
             updated_at=now,
             **asdict(new),
         )
@@ -81,7 +87,12 @@ def claim(*, session: Session, new: NewDelivery, to_address: str, now: datetime)
         taken = session.execute(
             update(Delivery)
             .where(col(Delivery.id) == existing.id, col(Delivery.status) == DEFERRED)
-            .values(status=SENDING, attempts=existing.attempts + 1, updated_at=now)
+            .values(
+                status=SENDING,
+                attempts=existing.attempts + 1,
+                counted_at=counted_at,
+                updated_at=now,
+            )
         )
         if taken.rowcount == 1:  # type: ignore[attr-defined]
             session.refresh(existing)

@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, JsonValue
 
+from tidings.models.policy import Jurisdiction
 from tidings.models.primitives import ContactKey, Properties
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -64,6 +65,7 @@ class IdentifyContact(BaseModel):
     phones: list[Phone] = []
     timezone: TimeZoneName | None = None
     locale: Locale | None = None
+    jurisdiction: Jurisdiction | None = None
     traits: Properties = {}
 
 
@@ -75,6 +77,7 @@ class ContactView(BaseModel):
     phones: list[str]
     timezone: str | None
     locale: str | None
+    jurisdiction: str | None
     traits: dict[str, JsonValue]
     created: bool
 

@@ -22,6 +22,7 @@ from tidings.models.expressions import (
     FieldRef,
     check_expression,
 )
+from tidings.models.policy import SendWindow
 from tidings.models.primitives import (
     END,
     Duration,
@@ -32,6 +33,7 @@ from tidings.models.primitives import (
     StepId,
     TemplateName,
     TimeOfDay,
+    Topic,
     TraitName,
 )
 
@@ -186,7 +188,12 @@ class Send(_Spec):
     channel: Literal["email"] = "email"
     template: TemplateName
     purpose: Purpose = "marketing"
-    topic: str | None = None
+    topic: Topic
+    """What the message is about (billing, product-updates): preferences and caps use it."""
+    rationale: str | None = None
+    """Why a transactional or critical message may reach contacts who opted out of marketing."""
+    window: SendWindow | None = None
+    """Local hours for this send; narrows the journey's and the jurisdiction's."""
 
 
 class SendStep(_Step):
@@ -241,6 +248,10 @@ class Journey(_Spec):
     reentry: Reentry = Reentry()
     exit_on: list[EventName] = []
     goal: Goal | None = None
+    send_window: SendWindow | None = None
+    """Local hours in which this journey's messages may go out."""
+    rationale: str | None = None
+    """The legal rationale for this journey's transactional or critical sends."""
     steps: list[Step] = Field(min_length=1)
 
     def step(self, step_id: str) -> Step:
@@ -292,11 +303,18 @@ class Journey(_Spec):
             return [self.following(step.id), *extra, spec.if_missing]
         return [self.following(step.id)]
 
-    def templates(self) -> Iterator[tuple[str, str]]:
-        """(step id, template name) for every send."""
+    def sends(self) -> Iterator[SendStep]:
         for step in self.steps:
             if isinstance(step, SendStep):
-                yield step.id, step.send.template
+                yield step
+
+    def templates(self) -> Iterator[tuple[str, str]]:
+        """(step id, template name) for every send."""
+        for step in self.sends():
+            yield step.id, step.send.template
+
+    def window_for(self, step: SendStep) -> SendWindow | None:
+        return step.send.window or self.send_window
 
 
 def journey_problems(journey: Journey) -> list[str]:

@@ -63,6 +63,9 @@ TemplateName = Annotated[
 StepId = Annotated[
     str, _named(r"[a-z0-9][a-z0-9_-]{0,63}", "step id", "lowercase letters, digits, _ -")
 ]
+Topic = Annotated[
+    str, _named(r"[a-z0-9][a-z0-9_-]{0,63}", "topic", "lowercase letters, digits, _ -")
+]
 TraitName = Annotated[
     str, _named(r"[A-Za-z_][A-Za-z0-9_]{0,63}", "trait name", "letters, digits and _")
 ]

@@ -46,6 +46,7 @@ class Contact(SQLModel, table=True):
     key: str = Field(primary_key=True, max_length=128)
     timezone: str | None = Field(default=None, max_length=64)
     locale: str | None = Field(default=None, max_length=35)
+    jurisdiction: str | None = Field(default=None, max_length=8)
     traits: dict[str, Any] = _json()
     created_at: datetime = _time()
     updated_at: datetime = _time()
@@ -106,11 +107,15 @@ class Delivery(SQLModel, table=True):
 
     The unique idempotency key (workflow id, entry, step, visit) is what makes
     a retried or replayed send activity find the earlier attempt instead of
-    sending again.
+    sending again. `counted_at` (the policy's clock when the send was
+    claimed) is what frequency caps count.
     """
 
     __tablename__ = "deliveries"
-    __table_args__ = (Index("ix_deliveries_contact", "contact_key", "scheduled_at"),)
+    __table_args__ = (
+        Index("ix_deliveries_contact", "contact_key", "scheduled_at"),
+        Index("ix_deliveries_counted", "contact_key", "counted_at"),
+    )
 
     id: str = Field(primary_key=True, max_length=32)
     idempotency_key: str = Field(unique=True, max_length=400)
@@ -120,11 +125,97 @@ class Delivery(SQLModel, table=True):
     channel: str = Field(max_length=16)
     template: str = Field(max_length=100)
     purpose: str = Field(max_length=16)
+    topic: str | None = Field(default=None, max_length=64)
     to_address: str | None = Field(default=None, max_length=320)
     status: str = Field(max_length=16)
     attempts: int = 0
     provider_message_id: str | None = Field(default=None, max_length=256)
     error: str | None = Field(default=None, max_length=1000)
     scheduled_at: datetime = _time()
+    counted_at: datetime | None = _time(nullable=True)
     sent_at: datetime | None = _time(nullable=True)
     updated_at: datetime = _time()
+
+
+class ConsentRecord(SQLModel, table=True):
+    """One line of the consent ledger: never updated, never deleted.
+
+    Current consent is derived from the lines (latest in scope wins), so the
+    ledger answers "what did we know, when, and on what proof" for any date.
+    """
+
+    __tablename__ = "consent_ledger"
+    __table_args__ = (Index("ix_consent_contact_channel", "contact_key", "channel"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    contact_key: str = Field(max_length=128)
+    channel: str = Field(max_length=16)
+    purpose: str | None = Field(default=None, max_length=16)
+    topic: str | None = Field(default=None, max_length=64)
+    action: str = Field(max_length=8)
+    basis: str | None = Field(default=None, max_length=24)
+    source: str = Field(max_length=200)
+    proof: dict[str, Any] = _json()
+    recorded_at: datetime = _time()
+    effective_at: datetime = _time()
+    expires_at: datetime | None = _time(nullable=True)
+
+
+class SuppressionRecord(SQLModel, table=True):
+    """A contact or an address that must not be sent to (until lifted)."""
+
+    __tablename__ = "suppressions"
+
+    id: int | None = Field(default=None, primary_key=True)
+    contact_key: str | None = Field(default=None, max_length=128, index=True)
+    channel: str | None = Field(default=None, max_length=16)
+    address: str | None = Field(default=None, max_length=320, index=True)
+    reason: str = Field(max_length=24)
+    note: str = Field(default="", max_length=500)
+    created_at: datetime = _time()
+    lifted_at: datetime | None = _time(nullable=True)
+
+
+class PreferenceRecord(SQLModel, table=True):
+    """A contact's choice for one topic on one channel (the subscription center)."""
+
+    __tablename__ = "preferences"
+
+    contact_key: str = Field(primary_key=True, max_length=128)
+    channel: str = Field(primary_key=True, max_length=16)
+    topic: str = Field(primary_key=True, max_length=64)
+    subscribed: bool
+    updated_at: datetime = _time()
+
+
+class BlackoutRecord(SQLModel, table=True):
+    """A holiday, a quiet period or an incident during which sends wait or are skipped."""
+
+    __tablename__ = "blackouts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200)
+    regions: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    purposes: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    starts_at: datetime = _time(index=True)
+    ends_at: datetime = _time(index=True)
+    action: str = Field(max_length=8)
+    created_at: datetime = _time()
+
+
+class AuditRecord(SQLModel, table=True):
+    """Every policy decision, with the rule that made it and its inputs."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_contact_time", "contact_key", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = _time()
+    contact_key: str = Field(max_length=128)
+    journey: str | None = Field(default=None, max_length=64)
+    step_id: str | None = Field(default=None, max_length=64)
+    kind: str = Field(max_length=16)
+    action: str = Field(max_length=16)
+    rule: str = Field(max_length=200)
+    detail: str = Field(default="", max_length=1000)
+    data: dict[str, Any] = _json()

@@ -53,6 +53,8 @@ class EmailTemplate(BaseModel):
     text: str = Field(min_length=1)
     html: str | None = None
     fields: dict[str, Annotated[FieldDecl, BeforeValidator(_parse_decl)]] = {}
+    rationale: str | None = None
+    """The legal rationale when this template is sent as transactional or critical."""
 
     def parts(self) -> dict[str, str]:
         found = {"subject": self.subject, "text": self.text}

@@ -12,6 +12,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 
 from tidings.models.events import JourneyEvent
 from tidings.models.journey import Journey, Reentry
+from tidings.models.policy import Channel, SendWindow
 from tidings.models.primitives import Purpose
 
 Outcome = Literal["completed", "converted", "exited", "not_admitted", "missing_data"]
@@ -31,6 +32,8 @@ class Resume(BaseModel):
     after_seq: int = 0
     """wait_for: events numbered after this count."""
     label: str = ""
+    since: AwareDatetime | None = None
+    """A send held by the policy: when it first had to wait."""
 
 
 class JourneyState(BaseModel):
@@ -115,6 +118,20 @@ class LoadContactInput(BaseModel):
     traits: list[str] = []
 
 
+class PolicyCheckInput(BaseModel):
+    """The workflow's check before it schedules a send (the send activity checks again)."""
+
+    contact_key: str
+    journey: str
+    step_id: str
+    channel: Channel
+    purpose: Purpose
+    topic: str
+    window: SendWindow | None = None
+    now: AwareDatetime
+    waiting_since: AwareDatetime | None = None
+
+
 class SendEmailInput(BaseModel):
     idempotency_key: str
     journey: str
@@ -123,16 +140,21 @@ class SendEmailInput(BaseModel):
     contact_key: str
     template: str
     purpose: Purpose
-    topic: str | None = None
+    topic: str
+    window: SendWindow | None = None
     trigger: JourneyEvent
     event: JourneyEvent
     scheduled_at: AwareDatetime
+    waiting_since: AwareDatetime | None = None
 
 
-SendStatus = Literal["sent", "failed", "skipped", "uncertain"]
+SendStatus = Literal["sent", "failed", "skipped", "uncertain", "deferred"]
 
 
 class SendResult(BaseModel):
     delivery_id: str
     status: SendStatus
     detail: str = ""
+    until: AwareDatetime | None = None
+    """For `deferred`: when the policy allows another try."""
+    rule: str = ""

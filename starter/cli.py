@@ -141,6 +141,9 @@ def identify(
     phone: Annotated[list[str] | None, typer.Option(help="A phone number (repeatable).")] = None,
     timezone: Annotated[str | None, typer.Option(help="IANA time zone.")] = None,
     locale: Annotated[str | None, typer.Option(help="BCP 47 locale, e.g. fr-CA.")] = None,
+    jurisdiction: Annotated[
+        str | None, typer.Option(help="Country and region whose law applies: US-FL, CA-ON, DE.")
+    ] = None,
     trait: Annotated[list[str] | None, typer.Option(help="A trait as k=v (repeatable).")] = None,
     data_dir: DataDir = None,
 ) -> None:
@@ -154,6 +157,7 @@ def identify(
             phones=phone or [],
             timezone=timezone,
             locale=locale,
+            jurisdiction=jurisdiction,
             traits=traits,
         ),
     )
@@ -255,7 +259,7 @@ def journeys_validate(
 def journeys_list(data_dir: DataDir = None) -> None:
     """The journeys in the journeys directory."""
     settings = _settings(data_dir)
-    catalog = Catalog.load(settings.journeys_dir, settings.templates_dir)
+    catalog = Catalog.from_settings(settings)
     for name, journey in sorted(catalog.journeys.items()):
         where = f" where {journey.trigger.where}" if journey.trigger.where else ""
         typer.echo(

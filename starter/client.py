@@ -99,7 +99,7 @@ class TidingsClient:
     ) -> TidingsClient:
         """Connect with settings from the environment (and Temporal's envconfig)."""
         settings = settings or Settings()
-        catalog = Catalog.load(settings.journeys_dir, settings.templates_dir)
+        catalog = Catalog.from_settings(settings)
         database = await asyncio.to_thread(Database, settings.database_url)
         return cls(
             temporal=temporal or await connect(),
@@ -119,9 +119,13 @@ class TidingsClient:
         phones: Sequence[str] = (),
         timezone: str | None = None,
         locale: str | None = None,
+        jurisdiction: str | None = None,
         traits: dict[str, JsonValue] | None = None,
     ) -> ContactView:
-        """Create or update a contact; traits merge, a trait set to None is removed."""
+        """Create or update a contact; traits merge, a trait set to None is removed.
+
+        `jurisdiction` (US-FL, CA-ON, DE) selects the law the contact policy applies.
+        """
         try:
             data = IdentifyContact(
                 key=key,
@@ -129,6 +133,7 @@ class TidingsClient:
                 phones=list(phones),
                 timezone=timezone,
                 locale=locale,
+                jurisdiction=jurisdiction,
                 traits=traits or {},
             )
         except ValidationError as err:

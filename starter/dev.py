@@ -142,7 +142,7 @@ async def run_dev(
     announce: Callable[[str], None] = print,
 ) -> None:
     """Start the stack, announce it, run until `stop` is set, then stop it all."""
-    catalog = Catalog.load(settings.journeys_dir, settings.templates_dir)
+    catalog = Catalog.from_settings(settings)
     if port_in_use(ports.smtp):
         raise TidingsError(f"port {ports.smtp} for SMTP is in use; choose another with --smtp-port")
     async with temporal_dev_server(settings, ports) as client:

@@ -143,7 +143,7 @@ async def running_stack(
         history_event_limit=history_event_limit,
         email_from="Acme <hello@acme.example>",
     )
-    catalog = Catalog.load(journeys_dir, templates_dir)
+    catalog = Catalog.from_settings(settings)
     database = Database(settings.database_url)
     parts = WorkerParts(
         client=env.client,

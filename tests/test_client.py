@@ -34,7 +34,7 @@ def stored(stack: Stack, table: type[Contact] | type[EventRecord]) -> list[objec
 )
 async def test_a_bad_contact_key_is_refused(stack: Stack, key: str, expected: str) -> None:
     with pytest.raises(InputError, match="invalid contact: key: ") as caught:
-        await stack.client.identify(key, emails=["ann@example.com"])
+        await stack.client.identify(key, jurisdiction="US", emails=["ann@example.com"])
     assert expected in str(caught.value)
     assert stored(stack, Contact) == []
 
@@ -74,7 +74,7 @@ async def test_an_event_for_an_unknown_contact_is_refused(stack: Stack) -> None:
 async def test_a_malformed_event_names_the_property_and_the_journey(
     stack: Stack, contact_key: str, properties: dict[str, object], expected: str
 ) -> None:
-    await stack.client.identify(contact_key, emails=["m@example.com"])
+    await stack.client.identify(contact_key, jurisdiction="US", emails=["m@example.com"])
     with pytest.raises(InputError) as caught:
         await stack.client.track(contact_key, "cart_updated", properties)  # type: ignore[arg-type]
     assert expected in str(caught.value)
@@ -104,7 +104,7 @@ async def test_bad_event_names_and_oversized_properties_are_refused(
 async def test_status_lists_the_journeys_and_what_each_waits_for(
     stack: Stack, contact_key: str
 ) -> None:
-    await stack.client.identify(contact_key, emails=["s@example.com"])
+    await stack.client.identify(contact_key, jurisdiction="US", emails=["s@example.com"])
     await stack.client.track(contact_key, "cart_updated", CART)
     await stack.client.track(contact_key, "session_started")
 

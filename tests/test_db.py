@@ -162,6 +162,7 @@ def test_racing_claims_of_one_delivery_send_once(db: Database) -> None:
         channel="email",
         template="t",
         purpose="marketing",
+        topic="cart",
         scheduled_at=NOW,
     )
     verdicts: list[str] = []
@@ -172,7 +173,7 @@ def test_racing_claims_of_one_delivery_send_once(db: Database) -> None:
         with db.session() as session:
             verdicts.append(
                 deliveries.claim(
-                    session=session, new=new, to_address="a@example.com", now=NOW
+                    session=session, new=new, to_address="a@example.com", now=NOW, counted_at=NOW
                 ).verdict
             )
 
@@ -199,7 +200,7 @@ async def test_a_journey_runs_end_to_end_on_postgresql(
 
 
 async def run_onboarding(stack: Stack, contact_key: str) -> None:
-    await stack.client.identify(contact_key, emails=["pg@example.com"])
+    await stack.client.identify(contact_key, jurisdiction="US", emails=["pg@example.com"])
     await stack.client.track(contact_key, "signed_up")
     result = await stack.result("onboarding", contact_key)
     assert (result.outcome, result.sends) == ("completed", 3)

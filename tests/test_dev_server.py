@@ -31,7 +31,7 @@ async def test_a_worker_stopped_mid_journey_finishes_it_once_after_restart(
 ) -> None:
     options = {"data_dir": tmp_path / "data", "smtp": smtp, "journeys_dir": QUICK_JOURNEYS}
     async with running_stack(dev_server, **options) as stack:  # type: ignore[arg-type]
-        await stack.client.identify(contact_key, emails=["restart@example.com"])
+        await stack.client.identify(contact_key, jurisdiction="US", emails=["restart@example.com"])
         await stack.client.track(contact_key, "ping")
         await eventually(lambda: asyncio.to_thread(lambda: len(stack.outbox()) == 1))
     # The worker is gone while the journey sleeps; its timer comes due meanwhile.
@@ -161,7 +161,7 @@ async def test_python_worker_py_runs_the_worker_alone_against_a_cluster(
     try:
         settings = Settings(database_url=database_url, journeys_dir=QUICK_JOURNEYS)
         client = await TidingsClient.connect(settings, temporal=dev_server.client)
-        await client.identify(contact_key, emails=["alone@example.com"])
+        await client.identify(contact_key, jurisdiction="US", emails=["alone@example.com"])
         await client.track(contact_key, "ping")
         messages = await eventually(
             lambda: asyncio.to_thread(
@@ -185,7 +185,7 @@ async def test_a_trigger_seen_by_the_ending_entry_itself_continues_into_a_new_en
     both wait in the history, so the entry sees the trigger while it ends."""
     options = {"data_dir": tmp_path, "smtp": smtp, "journeys_dir": QUICK_JOURNEYS}
     async with running_stack(dev_server, **options) as s:  # type: ignore[arg-type]
-        await s.client.identify(contact_key, emails=["same-task@example.com"])
+        await s.client.identify(contact_key, jurisdiction="US", emails=["same-task@example.com"])
         await s.client.track(contact_key, "ping")
         handle = s.handle("quick", contact_key)
         await eventually(lambda: _waiting(handle))

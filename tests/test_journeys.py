@@ -36,7 +36,7 @@ CART: dict[str, JsonValue] = {
 async def test_cart_reminder_after_an_hour_and_offer_for_a_big_cart_a_day_later(
     stack: Stack, contact_key: str
 ) -> None:
-    await stack.client.identify(contact_key, emails=["lin@example.com"])
+    await stack.client.identify(contact_key, jurisdiction="US", emails=["lin@example.com"])
     tracked = await stack.client.track(contact_key, "cart_updated", CART)
 
     result = await stack.result("cart-abandonment", contact_key)
@@ -58,7 +58,9 @@ async def test_cart_reminder_after_an_hour_and_offer_for_a_big_cart_a_day_later(
 async def test_a_small_cart_gets_the_offer_only_for_gold_customers(
     stack: Stack, contact_key: str, tier: str, emails: list[str]
 ) -> None:
-    await stack.client.identify(contact_key, emails=["kim@example.com"], traits={"tier": tier})
+    await stack.client.identify(
+        contact_key, jurisdiction="US", emails=["kim@example.com"], traits={"tier": tier}
+    )
     await stack.client.track(contact_key, "cart_updated", {**CART, "total": 30})
 
     await stack.result("cart-abandonment", contact_key)
@@ -67,7 +69,7 @@ async def test_a_small_cart_gets_the_offer_only_for_gold_customers(
 
 
 async def test_a_cart_below_the_threshold_starts_nothing(stack: Stack, contact_key: str) -> None:
-    await stack.client.identify(contact_key, emails=["low@example.com"])
+    await stack.client.identify(contact_key, jurisdiction="US", emails=["low@example.com"])
 
     tracked = await stack.client.track(contact_key, "cart_updated", {**CART, "total": 19.99})
 
@@ -79,7 +81,7 @@ async def test_a_cart_below_the_threshold_starts_nothing(stack: Stack, contact_k
 async def test_an_order_within_the_goal_window_converts_and_stops_the_offer(
     stack: Stack, time_skipping: WorkflowEnvironment, contact_key: str
 ) -> None:
-    await stack.client.identify(contact_key, emails=["buyer@example.com"])
+    await stack.client.identify(contact_key, jurisdiction="US", emails=["buyer@example.com"])
     await stack.client.track(contact_key, "cart_updated", CART)
     await time_skipping.sleep(timedelta(hours=2))
 
@@ -95,7 +97,7 @@ async def test_an_order_within_the_goal_window_converts_and_stops_the_offer(
 async def test_an_exit_event_wakes_a_sleeping_journey_and_ends_it(
     stack: Stack, time_skipping: WorkflowEnvironment, contact_key: str
 ) -> None:
-    await stack.client.identify(contact_key, emails=["empty@example.com"])
+    await stack.client.identify(contact_key, jurisdiction="US", emails=["empty@example.com"])
     await stack.client.track(contact_key, "cart_updated", CART)
     await time_skipping.sleep(timedelta(minutes=10))
 
@@ -109,7 +111,7 @@ async def test_an_exit_event_wakes_a_sleeping_journey_and_ends_it(
 async def test_win_back_after_30_quiet_days_then_an_offer_after_14_more(
     stack: Stack, contact_key: str
 ) -> None:
-    await stack.client.identify(contact_key, emails=["quiet@example.com"])
+    await stack.client.identify(contact_key, jurisdiction="US", emails=["quiet@example.com"])
     await stack.client.track(contact_key, "session_started")
 
     result = await stack.result("win-back", contact_key)
@@ -128,7 +130,7 @@ async def test_a_long_active_streak_continues_as_new_and_keeps_its_place(
     async with running_stack(
         time_skipping, data_dir=tmp_path / "data", smtp=smtp, history_event_limit=40
     ) as stack:
-        await stack.client.identify(contact_key, emails=["busy@example.com"])
+        await stack.client.identify(contact_key, jurisdiction="US", emails=["busy@example.com"])
         for _day in range(25):
             await stack.client.track(contact_key, "session_started")
             await time_skipping.sleep(timedelta(days=1))
@@ -165,6 +167,7 @@ async def test_renewal_reminders_at_nine_local_on_both_sides_of_a_dst_change(
     contract_end = dst_start + timedelta(days=5)  # -7d is before the change, -1d after
     await stack.client.identify(
         contact_key,
+        jurisdiction="US",
         emails=["renew@example.com"],
         timezone="America/New_York",
         traits={"contract_end": contract_end.isoformat()},
@@ -191,6 +194,7 @@ async def test_renewal_skips_reminders_whose_day_has_passed(
     today = (await time_skipping.get_current_time()).date()
     await stack.client.identify(
         contact_key,
+        jurisdiction="US",
         emails=["late@example.com"],
         traits={"contract_end": (today + timedelta(days=10)).isoformat()},
     )
@@ -202,7 +206,7 @@ async def test_renewal_skips_reminders_whose_day_has_passed(
 async def test_renewal_without_a_contract_date_ends_with_missing_data(
     stack: Stack, contact_key: str
 ) -> None:
-    await stack.client.identify(contact_key, emails=["nodate@example.com"])
+    await stack.client.identify(contact_key, jurisdiction="US", emails=["nodate@example.com"])
     await stack.client.track(contact_key, "contract_started")
     result = await stack.result("renewal", contact_key)
     assert (result.outcome, result.reason) == ("missing_data", "trait contract_end is not a date")
@@ -212,7 +216,7 @@ async def test_renewal_without_a_contract_date_ends_with_missing_data(
 async def test_reentry_never_refuses_a_second_sign_up_even_after_the_first_ended(
     stack: Stack, contact_key: str
 ) -> None:
-    await stack.client.identify(contact_key, emails=["once@example.com"])
+    await stack.client.identify(contact_key, jurisdiction="US", emails=["once@example.com"])
     await stack.client.track(contact_key, "signed_up")
     await stack.result("onboarding", contact_key)
 
@@ -227,7 +231,7 @@ async def test_reentry_never_refuses_a_second_sign_up_even_after_the_first_ended
 async def test_reentry_after_exit_delivers_a_trigger_to_the_running_entry_not_a_second_one(
     stack: Stack, time_skipping: WorkflowEnvironment, contact_key: str
 ) -> None:
-    await stack.client.identify(contact_key, emails=["twice@example.com"])
+    await stack.client.identify(contact_key, jurisdiction="US", emails=["twice@example.com"])
     await stack.client.track(contact_key, "cart_updated", CART)
     await time_skipping.sleep(timedelta(minutes=30))
     await stack.client.track(contact_key, "cart_updated", {**CART, "total": 200})
@@ -241,7 +245,7 @@ async def test_reentry_after_exit_delivers_a_trigger_to_the_running_entry_not_a_
 async def test_reentry_cooldown_refuses_until_seven_days_after_the_exit(
     stack: Stack, time_skipping: WorkflowEnvironment, contact_key: str
 ) -> None:
-    await stack.client.identify(contact_key, emails=["cool@example.com"])
+    await stack.client.identify(contact_key, jurisdiction="US", emails=["cool@example.com"])
     await stack.client.track(contact_key, "cart_updated", CART)
     await stack.result("cart-abandonment", contact_key)
     await time_skipping.sleep(timedelta(days=6))
@@ -259,7 +263,7 @@ async def test_reentry_cooldown_refuses_until_seven_days_after_the_exit(
 
 async def test_the_workflow_itself_enforces_the_cooldown(stack: Stack, contact_key: str) -> None:
     """Even a start that skips the client's pre-check is refused by the workflow."""
-    await stack.client.identify(contact_key, emails=["direct@example.com"])
+    await stack.client.identify(contact_key, jurisdiction="US", emails=["direct@example.com"])
     await stack.client.track(contact_key, "cart_updated", CART)
     await stack.result("cart-abandonment", contact_key)
     journey = stack.client.catalog.journeys["cart-abandonment"]
@@ -281,7 +285,7 @@ async def test_the_workflow_itself_enforces_the_cooldown(stack: Stack, contact_k
 async def test_the_same_event_id_twice_has_the_effect_of_once(
     stack: Stack, contact_key: str
 ) -> None:
-    await stack.client.identify(contact_key, emails=["dup@example.com"])
+    await stack.client.identify(contact_key, jurisdiction="US", emails=["dup@example.com"])
     first = await stack.client.track(contact_key, "cart_updated", CART, event_id="evt-7")
     second = await stack.client.track(contact_key, "cart_updated", CART, event_id="evt-7")
 
@@ -298,7 +302,7 @@ async def test_a_journey_drops_a_signal_it_has_already_seen(
     stack: Stack, time_skipping: WorkflowEnvironment, contact_key: str
 ) -> None:
     """Two racing deliveries of one event (e.g. a retried route) count once."""
-    await stack.client.identify(contact_key, emails=["race@example.com"])
+    await stack.client.identify(contact_key, jurisdiction="US", emails=["race@example.com"])
     await stack.client.track(contact_key, "session_started", event_id="s-1")
     handle = stack.handle("win-back", contact_key)
     session = JourneyEvent(
@@ -320,7 +324,7 @@ async def test_reentry_never_holds_after_temporal_has_forgotten_the_journey(
     """Histories are purged after the namespace's retention; the database remembers."""
     first_server = await start_time_skipping()
     async with running_stack(first_server, data_dir=tmp_path, smtp=smtp) as stack:
-        await stack.client.identify(contact_key, emails=["forgot@example.com"])
+        await stack.client.identify(contact_key, jurisdiction="US", emails=["forgot@example.com"])
         await stack.client.track(contact_key, "signed_up")
         await stack.result("onboarding", contact_key)
     await first_server.shutdown()
@@ -348,7 +352,7 @@ async def test_reentry_never_holds_after_temporal_has_forgotten_the_journey(
 async def test_a_running_entry_keeps_its_version_while_new_entries_get_the_new_one(
     stack: Stack, tmp_path: Path
 ) -> None:
-    await stack.client.identify("old-timer", emails=["old@example.com"])
+    await stack.client.identify("old-timer", jurisdiction="US", emails=["old@example.com"])
     await stack.client.track("old-timer", "cart_updated", CART)
     v2 = copy_tree(EXAMPLE_JOURNEYS, tmp_path / "journeys-v2")
     spec = v2 / "cart-abandonment.yaml"
@@ -362,7 +366,7 @@ async def test_a_running_entry_keeps_its_version_while_new_entries_get_the_new_o
         settings=stack.settings,
         clock=stack.env.get_current_time,
     )
-    await published.identify("newcomer", emails=["new@example.com"])
+    await published.identify("newcomer", jurisdiction="US", emails=["new@example.com"])
     await published.track("newcomer", "cart_updated", CART)
 
     await stack.result("cart-abandonment", "old-timer")

@@ -22,6 +22,7 @@ async def test_a_new_sign_up_gets_welcome_tips_and_check_in_on_schedule(
 ) -> None:
     await stack.client.identify(
         contact_key,
+        jurisdiction="US",
         emails=["ada@example.com", "ada.work@example.com"],
         timezone="America/Chicago",
         traits={"first_name": "Ada"},
@@ -54,7 +55,9 @@ async def test_a_new_sign_up_gets_welcome_tips_and_check_in_on_schedule(
 async def test_activating_on_day_3_converts_and_stops_the_day_7_email(
     stack: Stack, time_skipping: WorkflowEnvironment, contact_key: str
 ) -> None:
-    await stack.client.identify(contact_key, emails=["grace@example.com"], timezone="Europe/Paris")
+    await stack.client.identify(
+        contact_key, jurisdiction="US", emails=["grace@example.com"], timezone="Europe/Paris"
+    )
     await stack.client.track(contact_key, "signed_up")
 
     await time_skipping.sleep(timedelta(days=3))

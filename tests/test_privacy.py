@@ -40,6 +40,7 @@ async def test_a_journeys_history_holds_no_email_address_or_phone_number(
 ) -> None:
     await stack.client.identify(
         contact_key,
+        jurisdiction="US",
         emails=["private.person@example.com"],
         phones=["+14155550199"],
         traits={"first_name": "Priv"},

@@ -22,6 +22,7 @@ from tidings.db.contacts import upsert_contact
 from tidings.db.engine import Database
 from tidings.models.contact import IdentifyContact
 from tidings.models.events import JourneyEvent
+from tidings.models.policy import PolicyConfig
 from tidings.models.tables import Delivery
 from tidings.models.workflow_io import SendEmailInput
 from tidings.starter.outbox import OutboxMessage, read_email_outbox
@@ -39,11 +40,16 @@ def database(tmp_path: Path) -> Iterator[Database]:
         upsert_contact(
             session=session,
             data=IdentifyContact(
-                key="c1", emails=["ann@example.com"], traits={"first_name": "Ann"}
+                key="c1",
+                emails=["ann@example.com"],
+                jurisdiction="US",
+                traits={"first_name": "Ann"},
             ),
             now=NOW,
         )
-        upsert_contact(session=session, data=IdentifyContact(key="no-email"), now=NOW)
+        upsert_contact(
+            session=session, data=IdentifyContact(key="no-email", jurisdiction="US"), now=NOW
+        )
     yield db
     db.dispose()
 
@@ -56,6 +62,7 @@ def sender(database: Database, smtp: SmtpSink) -> EmailSender:
         provider=SmtpProvider(SmtpConfig(host=smtp.host, port=smtp.port, timeout_seconds=5)),
         sender="Acme <hello@acme.example>",
         default_timezone="UTC",
+        policy=PolicyConfig(),
     )
 
 
@@ -69,6 +76,7 @@ def send_input(key: str = "journey/cart/c1/1/reminder/1", **changes: object) -> 
         "contact_key": "c1",
         "template": "cart-reminder",
         "purpose": "marketing",
+        "topic": "cart",
         "trigger": event,
         "event": event,
         "scheduled_at": NOW,
@@ -87,6 +95,7 @@ def activity_env(
         attempt=attempt,
         retry_policy=retry_policy,
         scheduled_time=datetime.now(UTC) - timedelta(seconds=scheduled_ago),
+        started_time=datetime.now(UTC),
         schedule_to_close_timeout=SEND_DEADLINE,
         start_to_close_timeout=SEND_TIMEOUT,
     )
@@ -225,7 +234,7 @@ def test_a_contact_without_an_email_address_is_skipped(
 
 async def test_a_journey_rides_out_a_busy_smtp_server(stack: Stack, contact_key: str) -> None:
     """Temporal retries the 4xx with backoff (skipped time); one email arrives."""
-    await stack.client.identify(contact_key, emails=["patient@example.com"])
+    await stack.client.identify(contact_key, jurisdiction="US", emails=["patient@example.com"])
     stack.smtp.reply_next("451 4.3.0 try later", "451 4.3.0 try later")
     await stack.client.track(contact_key, "signed_up")
 
@@ -239,7 +248,7 @@ async def test_a_journey_rides_out_a_busy_smtp_server(stack: Stack, contact_key:
 async def test_a_permanent_failure_is_recorded_and_the_journey_goes_on(
     stack: Stack, contact_key: str
 ) -> None:
-    await stack.client.identify(contact_key, emails=["gone@example.com"])
+    await stack.client.identify(contact_key, jurisdiction="US", emails=["gone@example.com"])
     stack.smtp.refuse_recipient("gone@example.com")
     await stack.client.track(contact_key, "signed_up")
 
@@ -291,7 +300,7 @@ def test_a_retry_that_finds_nothing_to_send_settles_the_deferred_row(
 async def test_an_internationalized_address_goes_over_smtputf8(
     stack: Stack, contact_key: str
 ) -> None:
-    await stack.client.identify(contact_key, emails=["jöhn@exämple.com"])
+    await stack.client.identify(contact_key, jurisdiction="US", emails=["jöhn@exämple.com"])
     await stack.client.track(contact_key, "signed_up")
     await stack.result("onboarding", contact_key)
     assert [s.to for s in stack.sent()] == ["jöhn@exämple.com"] * 3
@@ -311,6 +320,7 @@ def test_a_template_that_breaks_on_its_data_fails_that_send_with_the_reason(
         provider=SmtpProvider(SmtpConfig(host=smtp.host, port=smtp.port)),
         sender="Acme <hello@acme.example>",
         default_timezone="UTC",
+        policy=PolicyConfig(),
     )
     zero = JourneyEvent(event_id="z", name="cart_updated", properties={"total": 0}, occurred_at=NOW)
     result = activity_env().run(

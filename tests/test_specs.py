@@ -21,7 +21,7 @@ steps:
   - id: first
     wait: 1h
   - id: nudge
-    send: {template: check-in}
+    send: {template: check-in, purpose: service, topic: onboarding}
 """
 
 
@@ -65,7 +65,7 @@ def test_an_unknown_goto_target_names_the_step_and_the_known_ones(tmp_path: Path
             - id: jump
               goto: nudj
             - id: nudge
-              send: {template: check-in}
+              send: {template: check-in, purpose: service, topic: onboarding}
             """),
     )
     assert ":9: step 'jump': target 'nudj' is not a step of this journey" in problem
@@ -100,7 +100,7 @@ def test_a_condition_over_a_field_that_cannot_exist_is_refused(
                   goto: nudge
                 - else: end
             - id: nudge
-              send: {{template: check-in}}
+              send: {{template: check-in, purpose: service, topic: onboarding}}
             """),
     )
     assert "step 'first': when:" in problem
@@ -129,7 +129,10 @@ def test_a_trigger_condition_may_only_read_declared_properties(tmp_path: Path) -
         ("{id: Bad_Id, wait: 1h}", "'Bad_Id' is not a valid step id"),
         ("{id: a, wait_until: {offset: -3d}}", "wait_until needs `at`"),
         ("{id: a, wait_until: {at: '25:00'}}", "'25:00' is not a time of day"),
-        ("{id: a, send: {template: check-in, purpose: spam}}", "'transactional', 'service'"),
+        (
+            "{id: a, send: {template: check-in, purpose: spam, topic: x}}",
+            "'transactional', 'service'",
+        ),
         ("{id: a, wait: 1h, colour: red}", "Extra inputs are not permitted"),
     ],
 )
@@ -146,7 +149,7 @@ def test_unreachable_steps_and_loops_without_waiting_are_refused(tmp_path: Path)
         tmp_path,
         replace_steps("""\
             - id: first
-              send: {template: check-in}
+              send: {template: check-in, purpose: service, topic: onboarding}
             - id: again
               goto: first
             - id: orphan

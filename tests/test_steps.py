@@ -25,10 +25,10 @@ steps:
   - id: activated-yet
     wait_for: {event: activated, since: SINCE, timeout: 2d, on_event: thanks, on_timeout: nudge}
   - id: nudge
-    send: {template: check-in}
+    send: {template: check-in, purpose: service, topic: onboarding}
     next: end
   - id: thanks
-    send: {template: welcome}
+    send: {template: welcome, purpose: service, topic: onboarding}
 """
 
 BIG_ORDERS = """\
@@ -39,7 +39,7 @@ steps:
   - id: next-order
     wait_for: {event: order_placed, timeout: 7d, on_event: follow-up, on_timeout: end}
   - id: follow-up
-    send: {template: check-in}
+    send: {template: check-in, purpose: service, topic: onboarding}
 """
 
 
@@ -72,7 +72,7 @@ async def custom(
 async def test_wait_for_since_entry_counts_an_event_from_before_the_step(
     custom: Stack, time_skipping: WorkflowEnvironment, contact_key: str, expected: list[str]
 ) -> None:
-    await custom.client.identify(contact_key, emails=["early@example.com"])
+    await custom.client.identify(contact_key, jurisdiction="US", emails=["early@example.com"])
     await custom.client.track(contact_key, "signed_up")
     await time_skipping.sleep(timedelta(minutes=10))
     await custom.client.track(contact_key, "activated")  # during `settle`, before the wait_for
@@ -86,7 +86,7 @@ async def test_wait_for_since_entry_counts_an_event_from_before_the_step(
 async def test_an_event_that_fails_the_trigger_condition_still_reaches_a_waiting_entry(
     custom: Stack, time_skipping: WorkflowEnvironment, contact_key: str
 ) -> None:
-    await custom.client.identify(contact_key, emails=["orders@example.com"])
+    await custom.client.identify(contact_key, jurisdiction="US", emails=["orders@example.com"])
     first = await custom.client.track(contact_key, "order_placed", {"total": 250})
     await time_skipping.sleep(timedelta(days=1))
 
@@ -101,7 +101,7 @@ async def test_an_event_that_fails_the_trigger_condition_still_reaches_a_waiting
 async def test_a_small_order_without_a_running_entry_starts_nothing(
     custom: Stack, contact_key: str
 ) -> None:
-    await custom.client.identify(contact_key, emails=["small@example.com"])
+    await custom.client.identify(contact_key, jurisdiction="US", emails=["small@example.com"])
     small = await custom.client.track(contact_key, "order_placed", {"total": 30})
     assert (small.triggered, small.woke) == ([], [])
     assert custom.journey_runs(contact_key) == []
@@ -114,7 +114,7 @@ async def test_a_trigger_that_lands_while_an_entry_ends_starts_the_next_entry(
     time_skipping: WorkflowEnvironment, smtp: SmtpSink, tmp_path: Path, contact_key: str
 ) -> None:
     async with running_stack(time_skipping, data_dir=tmp_path, smtp=smtp, journeys_dir=QUICK) as s:
-        await s.client.identify(contact_key, emails=["again@example.com"])
+        await s.client.identify(contact_key, jurisdiction="US", emails=["again@example.com"])
         await s.client.track(contact_key, "ping")
         await s.client.track(contact_key, "stop")  # ends entry 1 during its pause...
         again = await s.client.track(contact_key, "ping")  # ...racing this trigger
@@ -134,7 +134,7 @@ async def test_a_flood_of_events_mid_wait_continues_as_new_without_moving_the_ti
     async with running_stack(
         time_skipping, data_dir=tmp_path, smtp=smtp, history_event_limit=40
     ) as s:
-        await s.client.identify(contact_key, emails=["flood@example.com"])
+        await s.client.identify(contact_key, jurisdiction="US", emails=["flood@example.com"])
         cart: dict[str, JsonValue] = {
             "total": 150.0,
             "currency": "EUR",
@@ -163,7 +163,7 @@ version: 1
 trigger: {event: purchase, where: "properties.total > 20"}
 steps:
   - id: thanks
-    send: {template: check-in}
+    send: {template: check-in, purpose: service, topic: onboarding}
 """
 
 
@@ -171,7 +171,7 @@ steps:
 async def test_an_event_its_trigger_condition_cannot_read_is_refused_and_not_stored(
     custom: Stack, contact_key: str
 ) -> None:
-    await custom.client.identify(contact_key, emails=["loose@example.com"])
+    await custom.client.identify(contact_key, jurisdiction="US", emails=["loose@example.com"])
     with pytest.raises(InputError, match="journey 'loose': its trigger condition failed"):
         await custom.client.track(contact_key, "purchase", {"total": "lots"}, event_id="p-1")
 

@@ -25,6 +25,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 from tidings import naming
 from tidings.activities.contacts import UNKNOWN_CONTACT, ContactReader
 from tidings.activities.journal import JourneyJournal
+from tidings.activities.policy import PolicyGate
 from tidings.activities.send import EmailSender
 from tidings.models.contact import ContactSnapshot
 from tidings.models.events import JourneyEvent
@@ -39,6 +40,7 @@ from tidings.models.journey import (
     WaitStep,
     WaitUntilStep,
 )
+from tidings.models.policy import Decision
 from tidings.models.primitives import END, format_duration
 from tidings.models.workflow_io import (
     EnterJourneyInput,
@@ -49,6 +51,7 @@ from tidings.models.workflow_io import (
     JourneyStatus,
     LoadContactInput,
     Outcome,
+    PolicyCheckInput,
     Resume,
     SeenEvent,
     SendEmailInput,
@@ -74,6 +77,7 @@ SEND_RETRY = RetryPolicy(
     maximum_interval=timedelta(minutes=5),
     maximum_attempts=8,
 )
+CONTACT_POLICY_PATCH = "contact-policy-pre-check"
 RECENT_EVENT_IDS = 256
 """How many event ids a journey remembers to drop duplicates (the event log keeps all)."""
 
@@ -337,10 +341,79 @@ class JourneyInterpreter:
         return step.otherwise or self._journey.following(step.id)
 
     async def _send(self, step: SendStep) -> str:
+        """Check the policy, wait as long as it says, then send; the activity checks again."""
+        state = self._state
+        key = f"{workflow.info().workflow_id}/{state.entry}/{step.id}/{state.visits[step.id]}"
+        resume = self._resume(step)
+        since = resume.since if resume else None
+        if resume is not None:
+            await self._hold(step, resume.wake_at, resume.label, resume.since)
+        while self._exit is None:
+            # Journeys that started before the contact policy existed replay without
+            # the pre-check; the send activity checks the policy for them anyway.
+            if workflow.patched(CONTACT_POLICY_PATCH):
+                decision = await self._check_policy(step, since)
+            else:
+                decision = Decision.send({})
+            if decision is None or decision.action == "skip":
+                return self._journey.following(step.id)
+            if decision.action == "wait":
+                assert decision.until is not None
+                since = since or workflow.now()
+                await self._hold(step, decision.until, decision.reason, since, decision.kind)
+                continue
+            result = await self._send_now(step, key, since)
+            if result.status == "deferred" and result.until is not None:
+                since = since or workflow.now()
+                await self._hold(step, result.until, result.detail, since, "policy")
+                continue
+            if result.status == "sent":
+                state.sends += 1
+            else:
+                workflow.logger.warning("step %s: %s %s", step.id, result.status, result.detail)
+            break
+        return self._journey.following(step.id)
+
+    async def _check_policy(self, step: SendStep, since: datetime | None) -> Decision | None:
+        spec = step.send
+        try:
+            return await workflow.execute_local_activity_method(
+                PolicyGate.check_policy,
+                PolicyCheckInput(
+                    contact_key=self._contact_key,
+                    journey=self._journey.name,
+                    step_id=step.id,
+                    channel=spec.channel,
+                    purpose=spec.purpose,
+                    topic=spec.topic,
+                    window=self._journey.window_for(step),
+                    now=workflow.now(),
+                    waiting_since=since,
+                ),
+                start_to_close_timeout=LOCAL_ACTIVITY_TIMEOUT,
+            )
+        except ActivityError as err:
+            if _is_unknown_contact(err):
+                self._exit = ("exited", "the contact no longer exists")
+                return None
+            raise
+
+    async def _hold(
+        self,
+        step: SendStep,
+        until: datetime,
+        why: str,
+        since: datetime | None,
+        kind: str = "policy",
+    ) -> None:
+        """Wait where the policy says, with one timer; the step resumes here after a restart."""
+        self._state.resume = Resume(step_id=step.id, wake_at=until, label=why, since=since)
+        self._show(step, f"policy:{kind}", f"Held: {why}", until)
+        await self._sleep_until(until, f"{step.id}: held until {until:%Y-%m-%d %H:%M} UTC")
+
+    async def _send_now(self, step: SendStep, key: str, since: datetime | None) -> SendResult:
         state = self._state
         spec = step.send
-        visit = state.visits[step.id]
-        key = f"{workflow.info().workflow_id}/{state.entry}/{step.id}/{visit}"
         self._show(
             step,
             f"send:{spec.channel}",
@@ -348,7 +421,7 @@ class JourneyInterpreter:
             searchable=False,
         )
         try:
-            result = await workflow.execute_activity_method(
+            return await workflow.execute_activity_method(
                 EmailSender.send_email,
                 SendEmailInput(
                     idempotency_key=key,
@@ -359,9 +432,11 @@ class JourneyInterpreter:
                     template=spec.template,
                     purpose=spec.purpose,
                     topic=spec.topic,
+                    window=self._journey.window_for(step),
                     trigger=state.trigger,
                     event=state.current_event,
                     scheduled_at=workflow.now(),
+                    waiting_since=since,
                 ),
                 task_queue=naming.EMAIL_TASK_QUEUE,
                 start_to_close_timeout=SEND_TIMEOUT,
@@ -370,12 +445,7 @@ class JourneyInterpreter:
                 summary=f"{step.id}: email {spec.template}",
             )
         except ActivityError as err:
-            result = SendResult(delivery_id="", status="failed", detail=_cause(err))
-        if result.status == "sent":
-            state.sends += 1
-        else:
-            workflow.logger.warning("step %s: %s %s", step.id, result.status, result.detail)
-        return self._journey.following(step.id)
+            return SendResult(delivery_id="", status="failed", detail=_cause(err))
 
     async def _load_contact(self, traits: list[str]) -> ContactSnapshot | None:
         try:
@@ -385,8 +455,7 @@ class JourneyInterpreter:
                 start_to_close_timeout=LOCAL_ACTIVITY_TIMEOUT,
             )
         except ActivityError as err:
-            cause = err.cause
-            if isinstance(cause, ApplicationError) and cause.type == UNKNOWN_CONTACT:
+            if _is_unknown_contact(err):
                 self._exit = ("exited", "the contact no longer exists")
                 return None
             raise
@@ -487,6 +556,11 @@ class JourneyInterpreter:
         self._status = ("finished", "", None, f"Finished: {outcome} ({reason})")
         workflow.upsert_search_attributes([naming.WAITING_FOR.value_unset()])
         workflow.set_current_details(f"Finished: **{outcome}** ({reason})")
+
+
+def _is_unknown_contact(err: ActivityError) -> bool:
+    cause = err.cause
+    return isinstance(cause, ApplicationError) and cause.type == UNKNOWN_CONTACT
 
 
 def _cause(err: ActivityError) -> str:

@@ -34,13 +34,15 @@ Scenario = Callable[[Stack], Awaitable[tuple[str, str]]]
 
 
 async def onboarding_completed(stack: Stack) -> tuple[str, str]:
-    await stack.client.identify("rec-onboard", emails=["o@example.com"], timezone="America/Chicago")
+    await stack.client.identify(
+        "rec-onboard", jurisdiction="US", emails=["o@example.com"], timezone="America/Chicago"
+    )
     await stack.client.track("rec-onboard", "signed_up", {"plan": "pro"})
     return "onboarding", "rec-onboard"
 
 
 async def onboarding_converted(stack: Stack) -> tuple[str, str]:
-    await stack.client.identify("rec-convert", emails=["c@example.com"])
+    await stack.client.identify("rec-convert", jurisdiction="US", emails=["c@example.com"])
     await stack.client.track("rec-convert", "signed_up")
     await stack.env.sleep(timedelta(days=3))
     await stack.client.track("rec-convert", "activated")
@@ -48,7 +50,9 @@ async def onboarding_converted(stack: Stack) -> tuple[str, str]:
 
 
 async def cart_with_offer(stack: Stack) -> tuple[str, str]:
-    await stack.client.identify("rec-cart", emails=["k@example.com"], traits={"tier": "gold"})
+    await stack.client.identify(
+        "rec-cart", jurisdiction="US", emails=["k@example.com"], traits={"tier": "gold"}
+    )
     await stack.client.track("rec-cart", "cart_updated", CART)
     return "cart-abandonment", "rec-cart"
 
@@ -58,6 +62,7 @@ async def renewal_reminders(stack: Stack) -> tuple[str, str]:
     end = date.fromordinal(today.toordinal() + 45).isoformat()
     await stack.client.identify(
         "rec-renew",
+        jurisdiction="US",
         emails=["r@example.com"],
         timezone="Europe/Berlin",
         traits={"contract_end": end},
@@ -67,7 +72,7 @@ async def renewal_reminders(stack: Stack) -> tuple[str, str]:
 
 
 async def win_back_after_a_streak(stack: Stack) -> tuple[str, str]:
-    await stack.client.identify("rec-winback", emails=["w@example.com"])
+    await stack.client.identify("rec-winback", jurisdiction="US", emails=["w@example.com"])
     for _ in range(12):
         await stack.client.track("rec-winback", "session_started")
         await stack.env.sleep(timedelta(days=2))

@@ -1,0 +1,53 @@
+"""The workflow's policy check before it schedules a send (run as a local activity)."""
+
+from __future__ import annotations
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from tidings.activities.contacts import UNKNOWN_CONTACT
+from tidings.db import audit
+from tidings.db.engine import Database
+from tidings.db.policy_facts import load_facts
+from tidings.errors import UnknownContactError
+from tidings.models.policy import Decision, Message, PolicyConfig
+from tidings.models.workflow_io import PolicyCheckInput
+from tidings.policy.engine import decide
+
+
+class PolicyGate:
+    def __init__(self, db: Database, config: PolicyConfig, *, default_timezone: str) -> None:
+        self._db = db
+        self._config = config
+        self._default_timezone = default_timezone
+
+    @activity.defn(name="check_policy")
+    def check_policy(self, input: PolicyCheckInput) -> Decision:
+        """Decide in the workflow's clock; the decision lands in the audit log."""
+        message = Message(
+            channel=input.channel, purpose=input.purpose, topic=input.topic, window=input.window
+        )
+        with self._db.session() as session:
+            try:
+                facts = load_facts(
+                    session=session,
+                    contact_key=input.contact_key,
+                    message=message,
+                    now=input.now,
+                    config=self._config,
+                    default_timezone=self._default_timezone,
+                    waiting_since=input.waiting_since,
+                )
+            except UnknownContactError as err:
+                raise ApplicationError(str(err), type=UNKNOWN_CONTACT, non_retryable=True) from err
+            decision = decide(facts)
+            audit.record_decision(
+                session=session,
+                contact_key=input.contact_key,
+                decision=decision,
+                at=input.now,
+                stage="planned",
+                journey=input.journey,
+                step_id=input.step_id,
+            )
+        return decision
