@@ -6,7 +6,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from tidings.activities.contacts import UNKNOWN_CONTACT
-from tidings.db import audit
+from tidings.db import audit, deliveries
 from tidings.db.engine import Database
 from tidings.db.policy_facts import load_facts
 from tidings.errors import UnknownContactError
@@ -23,7 +23,8 @@ class PolicyGate:
 
     @activity.defn(name="check_policy")
     def check_policy(self, input: PolicyCheckInput) -> Decision:
-        """Decide in the workflow's clock; the decision lands in the audit log."""
+        """Decide in the workflow's clock; the decision lands in the audit log, and a
+        skip is recorded as the send's delivery, so every planned message has a row."""
         message = Message(
             channel=input.channel, purpose=input.purpose, topic=input.topic, window=input.window
         )
@@ -41,6 +42,24 @@ class PolicyGate:
             except UnknownContactError as err:
                 raise ApplicationError(str(err), type=UNKNOWN_CONTACT, non_retryable=True) from err
             decision = decide(facts)
+            if decision.action == "skip":
+                deliveries.record(
+                    session=session,
+                    new=deliveries.NewDelivery(
+                        idempotency_key=input.idempotency_key,
+                        contact_key=input.contact_key,
+                        journey=input.journey,
+                        step_id=input.step_id,
+                        channel=input.channel,
+                        template=input.template,
+                        purpose=input.purpose,
+                        topic=input.topic,
+                        scheduled_at=input.now,
+                    ),
+                    status=deliveries.SKIPPED,
+                    error=decision.reason,
+                    now=input.now,
+                )
             audit.record_decision(
                 session=session,
                 contact_key=input.contact_key,

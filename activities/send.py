@@ -130,9 +130,11 @@ class EmailSender:
             )
         except UnknownContactError:
             return Decision(
-                action="skip", kind="contact", rule="unknown contact",
+                action="skip",
+                kind="contact",
+                rule="unknown contact",
                 reason="the contact no longer exists",
-            )  # fmt: skip
+            )
         decision = decide(facts)
         audit.record_decision(
             session=session,

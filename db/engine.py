@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel
 
-import tidings.models.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
+from tidings.errors import TidingsError
+from tidings.models.tables import SCHEMA_VERSION, SchemaInfo
+
+T = TypeVar("T")
 
 
 def normalize_url(url: str) -> str:
@@ -37,8 +42,31 @@ def make_engine(url: str, *, create_tables: bool = True, **kwargs: Any) -> Engin
     else:
         engine = create_engine(url, pool_pre_ping=True, **kwargs)
     if create_tables:
-        SQLModel.metadata.create_all(engine)
+        _create_or_check_schema(engine)
     return engine
+
+
+def _create_or_check_schema(engine: Engine) -> None:
+    """Create the tables in a new database; refuse one made by another version."""
+    tables = set(inspect(engine).get_table_names())
+    if "contacts" in tables:
+        with Session(engine) as session:
+            info = session.get(SchemaInfo, 1) if "schema_info" in tables else None
+        found = info.version if info is not None else 1
+        if found != SCHEMA_VERSION:
+            where = make_url(str(engine.url)).render_as_string(hide_password=True)
+            raise TidingsError(
+                f"the database {where} has schema version {found}, and this tidings needs "
+                f"{SCHEMA_VERSION}. For the embedded development database, remove it (it is "
+                "under the data dir, .tidings/ by default) and start again; tidings has no "
+                "migrations before its first release"
+            )
+        return
+    SQLModel.metadata.create_all(engine)
+    with Session(engine) as session, contextlib.suppress(IntegrityError):
+        # Another process creating the same database at the same moment wrote it first.
+        session.add(SchemaInfo(version=SCHEMA_VERSION))
+        session.commit()
 
 
 def _tune_sqlite(engine: Engine) -> None:
@@ -86,6 +114,25 @@ class Database:
             except BaseException:
                 session.rollback()
                 raise
+
+    async def run(self, work: Callable[[Session], T]) -> T:
+        """Run `work` in a transaction on a worker thread, from async code.
+
+        Two callers racing to insert the same row (one event id, one email) get
+        an IntegrityError on PostgreSQL; the loser's retry sees the winner's row.
+        """
+
+        def attempt() -> T:
+            for tries in (1, 2):
+                try:
+                    with self.session() as session:
+                        return work(session)
+                except IntegrityError:
+                    if tries == 2:
+                        raise
+            raise AssertionError("unreachable")
+
+        return await asyncio.to_thread(attempt)
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -16,9 +16,12 @@ def set_preference(
     record = session.get(PreferenceRecord, (contact_key, channel, topic))
     if record is None:
         record = PreferenceRecord(
-            contact_key=contact_key, channel=channel, topic=topic, subscribed=subscribed,
+            contact_key=contact_key,
+            channel=channel,
+            topic=topic,
+            subscribed=subscribed,
             updated_at=now,
-        )  # fmt: skip
+        )
     else:
         record.subscribed, record.updated_at = subscribed, now
     session.add(record)

@@ -260,6 +260,9 @@ class Decision(_Model):
     @classmethod
     def send(cls, inputs: dict[str, JsonValue]) -> Decision:
         return cls(
-            action="send", kind="allowed", rule="allowed", reason="every rule allows it",
+            action="send",
+            kind="allowed",
+            rule="allowed",
+            reason="every rule allows it",
             inputs=inputs,
-        )  # fmt: skip
+        )

@@ -38,6 +38,19 @@ def _json() -> Any:
     return Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 
 
+SCHEMA_VERSION = 2
+"""Raise with every change to these tables; a database of another version is refused."""
+
+
+class SchemaInfo(SQLModel, table=True):
+    """One row: the schema version the database was created with."""
+
+    __tablename__ = "schema_info"
+
+    id: int = Field(default=1, primary_key=True)
+    version: int
+
+
 class Contact(SQLModel, table=True):
     """A person, known by a pseudonymous key; addresses live in identities."""
 

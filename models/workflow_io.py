@@ -121,10 +121,13 @@ class LoadContactInput(BaseModel):
 class PolicyCheckInput(BaseModel):
     """The workflow's check before it schedules a send (the send activity checks again)."""
 
+    idempotency_key: str
+    """The send's key: a skip is recorded as that send's delivery."""
     contact_key: str
     journey: str
     step_id: str
     channel: Channel
+    template: str
     purpose: Purpose
     topic: str
     window: SendWindow | None = None

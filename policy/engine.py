@@ -59,6 +59,9 @@ class ConsentState:
     expires_at: datetime | None
     revoked_by: int | None
     objected: bool
+    """The contact objected to direct marketing at some point (legitimate interest is out)."""
+    by_objection: bool = False
+    """The entry that revoked it is that objection."""
 
 
 def decide(facts: Facts) -> Decision:
@@ -98,7 +101,7 @@ def consent_state(
 ) -> ConsentState:
     """The ledger read for one message: the latest entry in scope decides."""
     basis = entry_id = expires_at = revoked_by = None
-    objected = False
+    objected = by_objection = False
     relevant = [
         e
         for e in entries
@@ -117,10 +120,11 @@ def consent_state(
             expires_at = min(known) if known else None
         else:
             basis, entry_id, expires_at, revoked_by = None, None, None, entry.id
-            objected = objected or entry.action == "object"
+            by_objection = entry.action == "object"
+            objected = objected or by_objection
     if expires_at is not None and expires_at <= now:
         basis = None
-    return ConsentState(basis, entry_id, expires_at, revoked_by, objected)
+    return ConsentState(basis, entry_id, expires_at, revoked_by, objected, by_objection)
 
 
 def _inputs(facts: Facts, packs: list[RulePack]) -> dict[str, JsonValue]:
@@ -189,9 +193,8 @@ def _consent(facts: Facts, packs: list[RulePack], inputs: dict[str, JsonValue]) 
             return _skip_revoked(packs, inputs, channel_wide, "every message on the channel")
         return None
     if state.revoked_by is not None:
-        return _skip_revoked(
-            packs, inputs, state.revoked_by, f"{message.purpose} on {message.topic}"
-        )
+        scope = f"{message.purpose} on {message.topic}"
+        return _skip_revoked(packs, inputs, state.revoked_by, scope, objected=state.by_objection)
     if message.purpose != "marketing":
         return None
     for pack in packs:
@@ -238,7 +241,12 @@ def _channel_wide_revocation(facts: Facts) -> int | None:
 
 
 def _skip_revoked(
-    packs: list[RulePack], inputs: dict[str, JsonValue], entry_id: int, scope: str
+    packs: list[RulePack],
+    inputs: dict[str, JsonValue],
+    entry_id: int,
+    scope: str,
+    *,
+    objected: bool = False,
 ) -> Decision:
     channel = inputs["channel"]
     rule = next(
@@ -249,7 +257,11 @@ def _skip_revoked(
         kind="consent",
         action="skip",
         rule=rule,
-        reason=f"the contact revoked consent for {scope} (ledger entry {entry_id}); {rule}",
+        reason=(
+            f"the contact objected to direct marketing (ledger entry {entry_id}); {rule}"
+            if objected
+            else f"the contact revoked consent for {scope} (ledger entry {entry_id}); {rule}"
+        ),
         inputs={**inputs, "revoked_by": entry_id},
     )
 
@@ -349,7 +361,9 @@ def _caps(facts: Facts, packs: list[RulePack], inputs: dict[str, JsonValue]) -> 
             and PRIORITY[sent.purpose] >= floor
             and cap.channel in (None, sent.channel)
             and (not cap.per_topic or sent.topic == message.topic)
-            and facts.now - cap.per < sent.at <= facts.now
+            # No upper bound: a send claimed by a concurrent attempt whose clock
+            # ran a little ahead of ours still takes its place.
+            and sent.at > facts.now - cap.per
         )
         if len(times) < cap.max:
             continue
@@ -379,9 +393,7 @@ def _intervals(facts: Facts, inputs: dict[str, JsonValue]) -> list[Decision]:
             (
                 sent.at
                 for sent in facts.recent
-                if sent.channel == interval.after
-                and PRIORITY[sent.purpose] >= floor
-                and sent.at <= facts.now
+                if sent.channel == interval.after and PRIORITY[sent.purpose] >= floor
             ),
             default=None,
         )

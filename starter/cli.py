@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
-from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
-from pydantic import JsonValue
 
 from tidings.catalog import Catalog, load_templates, validate_files
-from tidings.errors import InputError, SpecError, TidingsError
 from tidings.logs import configure_logging
 from tidings.settings import Settings
+from tidings.starter import cli_policy
+from tidings.starter.cli_support import (
+    DataDir,
+    echo_json,
+    friendly_errors,
+    parse_pairs,
+    settings_for,
+)
 from tidings.starter.client import TidingsClient
 from tidings.starter.dev import DevPorts, run_dev
 from tidings.starter.outbox import read_email_outbox
@@ -30,56 +34,9 @@ app = typer.Typer(
 )
 journeys_app = typer.Typer(help="Journey files: validate and list.", no_args_is_help=True)
 app.add_typer(journeys_app, name="journeys")
+cli_policy.register(app)
 
-P = ParamSpec("P")
 R = TypeVar("R")
-
-DataDir = Annotated[
-    Path | None,
-    typer.Option(
-        "--data-dir",
-        envvar="TIDINGS_DATA_DIR",
-        help="Where the embedded defaults keep their files.",
-        show_default=".tidings",
-    ),
-]
-
-
-def _settings(data_dir: Path | None) -> Settings:
-    return Settings(data_dir=data_dir) if data_dir is not None else Settings()
-
-
-def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Turn an error the user caused into one readable message and exit status 1."""
-
-    @wraps(command)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return command(*args, **kwargs)
-        except SpecError as err:
-            for problem in err.problems:
-                typer.echo(f"error: {problem}", err=True)
-            raise typer.Exit(1) from None
-        except TidingsError as err:
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(1) from None
-
-    return wrapper
-
-
-def parse_pairs(option: str, pairs: list[str]) -> dict[str, JsonValue]:
-    """`k=v` pairs; a value that reads as JSON (25, true, null, "007") is taken as JSON."""
-    parsed: dict[str, JsonValue] = {}
-    for pair in pairs:
-        name, sep, raw = pair.partition("=")
-        if not sep or not name:
-            raise InputError(f"{option} {pair!r}: expected KEY=VALUE, e.g. {option} plan=pro")
-        try:
-            value: JsonValue = json.loads(raw)
-        except ValueError:
-            value = raw
-        parsed[name] = value
-    return parsed
 
 
 def _with_client(settings: Settings, work: Callable[[TidingsClient], Awaitable[R]]) -> R:
@@ -93,10 +50,6 @@ def _with_client(settings: Settings, work: Callable[[TidingsClient], Awaitable[R
     return asyncio.run(run())
 
 
-def _echo_json(value: Any) -> None:
-    typer.echo(json.dumps(value, indent=2, default=str))
-
-
 @app.command()
 @friendly_errors
 def dev(
@@ -106,7 +59,7 @@ def dev(
     smtp_port: Annotated[int, typer.Option(help="Port of the local SMTP server.")] = 1025,
 ) -> None:
     """Run Temporal, a local SMTP server, the database and the worker, in the foreground."""
-    settings = _settings(data_dir)
+    settings = settings_for(data_dir)
     configure_logging(pretty=True)
     ports = DevPorts(temporal=temporal_port, ui=ui_port, smtp=smtp_port)
     _run_until_signal(lambda stop: run_dev(settings, ports, stop, announce=typer.echo))
@@ -150,7 +103,7 @@ def identify(
     """Create or update a contact and its identities."""
     traits = parse_pairs("--trait", trait or [])
     view = _with_client(
-        _settings(data_dir),
+        settings_for(data_dir),
         lambda client: client.identify(
             key,
             emails=email or [],
@@ -178,7 +131,7 @@ def track(
     """Send an event: it starts the journeys it triggers and wakes those waiting for it."""
     properties = parse_pairs("--prop", prop or [])
     result = _with_client(
-        _settings(data_dir),
+        settings_for(data_dir),
         lambda client: client.track(key, event, properties, event_id=event_id),
     )
     if result.duplicate:
@@ -201,9 +154,9 @@ def status(
     data_dir: DataDir = None,
 ) -> None:
     """The journeys a contact is in: step, and what each one waits for."""
-    journeys = _with_client(_settings(data_dir), lambda client: client.status(key))
+    journeys = _with_client(settings_for(data_dir), lambda client: client.status(key))
     if as_json:
-        _echo_json([j.model_dump(mode="json") for j in journeys])
+        echo_json([j.model_dump(mode="json") for j in journeys])
         return
     if not journeys:
         typer.echo(f"contact {key} is in no journey")
@@ -224,9 +177,9 @@ def outbox(
     data_dir: DataDir = None,
 ) -> None:
     """What the dev channels received (the local SMTP server of `tidings dev`)."""
-    messages = read_email_outbox(_settings(data_dir).outbox_dir, to=to)
+    messages = read_email_outbox(settings_for(data_dir).outbox_dir, to=to)
     if as_json:
-        _echo_json([m.model_dump(mode="json") for m in messages])
+        echo_json([m.model_dump(mode="json") for m in messages])
         return
     if not messages:
         typer.echo("the outbox is empty")
@@ -244,7 +197,7 @@ def journeys_validate(
     data_dir: DataDir = None,
 ) -> None:
     """Check journey files (and the templates they send) without starting anything."""
-    settings = _settings(data_dir)
+    settings = settings_for(data_dir)
     problems = validate_files(paths, load_templates(settings.templates_dir))
     for problem in problems:
         typer.echo(f"error: {problem}", err=True)
@@ -258,7 +211,7 @@ def journeys_validate(
 @friendly_errors
 def journeys_list(data_dir: DataDir = None) -> None:
     """The journeys in the journeys directory."""
-    settings = _settings(data_dir)
+    settings = settings_for(data_dir)
     catalog = Catalog.from_settings(settings)
     for name, journey in sorted(catalog.journeys.items()):
         where = f" where {journey.trigger.where}" if journey.trigger.where else ""

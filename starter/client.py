@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 from pydantic import BaseModel, JsonValue, ValidationError
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowQueryFailedError
 from temporalio.common import (
@@ -42,6 +41,7 @@ from tidings.models.journey import Journey
 from tidings.models.primitives import format_duration
 from tidings.models.workflow_io import JourneyInput, JourneyStatus
 from tidings.settings import Settings
+from tidings.starter.policy_admin import PolicyAdmin
 from tidings.starter.routing import RoutePlan, check_properties, needs_contact, plan_routes
 from tidings.workflows.journey import JourneyWorkflow
 
@@ -91,6 +91,8 @@ class TidingsClient:
         self.database = database
         self.catalog = catalog
         self.settings = settings
+        self.policy = PolicyAdmin(database, sms_help_text=catalog.policy.sms_help_text)
+        """Consent, suppressions, preferences, blackouts, inbound SMS, explain."""
         self._clock = clock or _wall_clock
 
     @classmethod
@@ -308,23 +310,7 @@ class TidingsClient:
         return description.status == WorkflowExecutionStatus.RUNNING
 
     async def _in_session(self, work: Callable[[Session], T]) -> T:
-        """Run `work` in a transaction, in a thread.
-
-        Two callers racing to insert the same row (one event id, one email) get
-        an IntegrityError on PostgreSQL; the loser's retry sees the winner's row.
-        """
-
-        def run() -> T:
-            for attempt in (1, 2):
-                try:
-                    with self.database.session() as session:
-                        return work(session)
-                except IntegrityError:
-                    if attempt == 2:
-                        raise
-            raise AssertionError("unreachable")
-
-        return await asyncio.to_thread(run)
+        return await self.database.run(work)
 
 
 def _outline(journey: Journey) -> str:

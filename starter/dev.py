@@ -66,15 +66,22 @@ def temporal_command(settings: Settings, ports: DevPorts) -> list[str]:
         find_binary("temporal"),
         "server",
         "start-dev",
-        "--ip", "127.0.0.1",
-        "--port", str(ports.temporal),
-        "--ui-port", str(ports.ui),
-        "--db-filename", str(data_dir / "temporal.db"),
-        "--sqlite-pragma", "journal_mode=wal",
-        "--sqlite-pragma", "synchronous=normal",
-        "--log-level", "warn",
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        str(ports.temporal),
+        "--ui-port",
+        str(ports.ui),
+        "--db-filename",
+        str(data_dir / "temporal.db"),
+        "--sqlite-pragma",
+        "journal_mode=wal",
+        "--sqlite-pragma",
+        "synchronous=normal",
+        "--log-level",
+        "warn",
         *search_attribute_flags(),
-    ]  # fmt: skip
+    ]
 
 
 @asynccontextmanager

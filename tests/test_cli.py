@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,8 @@ from support import EXAMPLE_JOURNEYS, EXAMPLE_TEMPLATES
 from typer.testing import CliRunner
 
 from tidings.errors import InputError
-from tidings.starter.cli import app, parse_pairs
+from tidings.starter.cli import app
+from tidings.starter.cli_support import parse_pairs
 from tidings.starter.smtp_sink import SmtpSink
 
 runner = CliRunner()
@@ -98,3 +100,51 @@ def test_outbox_prints_what_the_dev_smtp_server_kept(tmp_path: Path) -> None:
 def test_an_empty_outbox_says_so(tmp_path: Path) -> None:
     result = runner.invoke(app, ["outbox", "--data-dir", str(tmp_path)])
     assert result.output.strip() == "the outbox is empty"
+
+
+def test_consent_commands_work_on_the_database_alone(tmp_path: Path) -> None:
+    env = {"TIDINGS_DATA_DIR": str(tmp_path)}
+    from tidings.db.contacts import upsert_contact
+    from tidings.db.engine import Database
+    from tidings.models.contact import IdentifyContact
+    from tidings.settings import Settings
+
+    database = Database(Settings(data_dir=tmp_path).database_url)
+    with database.session() as session:
+        upsert_contact(
+            session=session,
+            data=IdentifyContact(key="c1", phones=["+15125550100"], jurisdiction="US-FL"),
+            now=datetime.now(UTC),
+        )
+    database.dispose()
+
+    granted = runner.invoke(
+        app,
+        [
+            "consent",
+            "grant",
+            "c1",
+            "--channel",
+            "sms",
+            "--basis",
+            "express_written",
+            "--proof",
+            "form=checkout",
+            "--proof",
+            "text=Text me deals",
+        ],
+        env=env,
+    )
+    stopped = runner.invoke(app, ["inbound-sms", "+1 512-555-0100", "Stop"], env=env)
+    shown = runner.invoke(app, ["consent", "show", "c1"], env=env)
+    missing = runner.invoke(
+        app, ["consent", "grant", "c1", "--channel", "sms", "--basis", "express"], env=env
+    )
+
+    assert granted.exit_code == 0, granted.output
+    assert "granted sms/marketing/all (express_written), entry 1" in granted.output
+    assert "STOP from c1" in stopped.output and "reply: You are unsubscribed" in stopped.output
+    assert "US TCPA, CAN-SPAM, Florida FTSA" in shown.output
+    assert "sms/all/all: revoked since" in shown.output
+    assert missing.exit_code == 1
+    assert "express consent needs proof" in missing.output

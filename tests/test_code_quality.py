@@ -31,8 +31,12 @@ def test_mypy_strict_is_clean(tmp_path: Path) -> None:
     env = {**os.environ, "MYPYPATH": os.pathsep.join(map(str, paths))}
     run(
         "mypy",
-        "--config-file", str(PACKAGE_DIR / "pyproject.toml"),
-        "--cache-dir", str(tmp_path / "cache"),
-        "-p", "tidings",
-        cwd=tmp_path, env=env,
-    )  # fmt: skip
+        "--config-file",
+        str(PACKAGE_DIR / "pyproject.toml"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "-p",
+        "tidings",
+        cwd=tmp_path,
+        env=env,
+    )

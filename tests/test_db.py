@@ -9,12 +9,13 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from sqlalchemy import create_engine, text
 from support import Stack, running_stack
 from temporalio.testing import WorkflowEnvironment
 
 from tidings.db import contacts, deliveries, events, journey_runs
 from tidings.db.engine import Database
-from tidings.errors import InputError, UnknownContactError
+from tidings.errors import InputError, TidingsError, UnknownContactError
 from tidings.models.contact import IdentifyContact
 from tidings.models.events import JourneyEvent
 from tidings.models.journey import Reentry
@@ -205,3 +206,14 @@ async def run_onboarding(stack: Stack, contact_key: str) -> None:
     result = await stack.result("onboarding", contact_key)
     assert (result.outcome, result.sends) == ("completed", 3)
     assert [d.status for d in stack.deliveries()] == ["sent"] * 3
+
+
+def test_a_database_made_by_another_version_is_refused_with_the_fix(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    Database(url).dispose()
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE schema_info SET version = 1"))
+    engine.dispose()
+    with pytest.raises(TidingsError, match="has schema version 1, and this tidings needs 2"):
+        Database(url)

@@ -64,12 +64,18 @@ class DevProcess:
 
     async def start(self) -> None:
         self.process = await asyncio.create_subprocess_exec(
-            find_binary("tidings"), "dev",
-            "--temporal-port", str(self.ports["temporal"]),
-            "--ui-port", str(self.ports["ui"]),
-            "--smtp-port", str(self.ports["smtp"]),
-            env=self.env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        )  # fmt: skip
+            find_binary("tidings"),
+            "dev",
+            "--temporal-port",
+            str(self.ports["temporal"]),
+            "--ui-port",
+            str(self.ports["ui"]),
+            "--smtp-port",
+            str(self.ports["smtp"]),
+            env=self.env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
         assert self.process.stdout is not None
         while "tidings outbox" not in self.output:  # the banner's last line
             line = await asyncio.wait_for(self.process.stdout.readline(), 60)
@@ -89,9 +95,12 @@ class DevProcess:
 
     async def cli(self, *args: str) -> str:
         process = await asyncio.create_subprocess_exec(
-            find_binary("tidings"), *args, env=self.env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
+            find_binary("tidings"),
+            *args,
+            env=self.env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         out, err = await asyncio.wait_for(process.communicate(), 60)
         assert process.returncode == 0, f"tidings {' '.join(args)}: {err.decode()}"
         return out.decode()
@@ -155,9 +164,12 @@ async def test_python_worker_py_runs_the_worker_alone_against_a_cluster(
         "TIDINGS_SMTP_PORT": str(smtp.port),
     }
     worker = await asyncio.create_subprocess_exec(
-        sys.executable, str(PACKAGE_DIR / "worker.py"), env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
+        sys.executable,
+        str(PACKAGE_DIR / "worker.py"),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     try:
         settings = Settings(database_url=database_url, journeys_dir=QUICK_JOURNEYS)
         client = await TidingsClient.connect(settings, temporal=dev_server.client)

@@ -453,3 +453,18 @@ def test_every_stop_variant_is_an_opt_out(text: str) -> None:
 )
 def test_other_keywords_and_ordinary_messages(text: str, keyword: str | None) -> None:
     assert classify(text) == keyword
+
+
+def test_a_send_claimed_by_a_concurrent_attempt_with_a_later_clock_still_counts() -> None:
+    weekly = PolicyConfig(caps=[Cap(name="1 a week", max=1, per=timedelta(days=7))])
+    now = at(CHICAGO, "2027-01-05 12:00:00")
+    ahead = (
+        RecentSend(
+            channel="email", purpose="marketing", topic="deals", at=now + timedelta(milliseconds=40)
+        ),
+    )
+    decision = decide(facts(now, channel="email", config=weekly, recent=ahead))
+    assert (decision.action, decision.rule) == (
+        "skip",
+        "maximum deferral (frequency cap: 1 a week)",
+    )

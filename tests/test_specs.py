@@ -260,3 +260,43 @@ def test_template_field_declarations_are_checked(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as caught:
         load_template(path)
     assert len(caught.value.problems) == 3
+
+
+TRANSACTIONAL = VALID.replace(
+    "send: {template: check-in, purpose: service, topic: onboarding}",
+    "send: {template: check-in, purpose: transactional, topic: billing}",
+)
+
+
+def test_a_transactional_send_without_a_legal_rationale_is_refused(tmp_path: Path) -> None:
+    [problem] = problems_in(tmp_path, TRANSACTIONAL)
+    assert (
+        "step 'nudge': a transactional send is exempt from marketing opt-outs only with" in problem
+    )
+    assert "add `rationale:` to the step, the journey or templates/check-in.yaml" in problem
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "step",
+        "journey",
+        "template",
+    ],
+)
+def test_a_rationale_on_the_step_journey_or_template_is_enough(tmp_path: Path, where: str) -> None:
+    text = TRANSACTIONAL
+    templates_dir = EXAMPLE_TEMPLATES
+    if where == "step":
+        text = text.replace("topic: billing}", "topic: billing, rationale: 'invoice notice'}")
+    elif where == "journey":
+        text = text.replace("steps:", "rationale: Billing notices owed under the contract.\nsteps:")
+    else:
+        templates_dir = tmp_path / "templates"
+        templates_dir.mkdir()
+        source = (EXAMPLE_TEMPLATES / "check-in.yaml").read_text()
+        (templates_dir / "check-in.yaml").write_text(source + "rationale: Account notice.\n")
+    path = tmp_path / "journey.yaml"
+    path.write_text(text)
+    journey = load_journey(path, load_templates(templates_dir))
+    assert journey.steps[1].send.purpose == "transactional"  # type: ignore[union-attr]

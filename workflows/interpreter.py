@@ -352,7 +352,7 @@ class JourneyInterpreter:
             # Journeys that started before the contact policy existed replay without
             # the pre-check; the send activity checks the policy for them anyway.
             if workflow.patched(CONTACT_POLICY_PATCH):
-                decision = await self._check_policy(step, since)
+                decision = await self._check_policy(step, key, since)
             else:
                 decision = Decision.send({})
             if decision is None or decision.action == "skip":
@@ -374,16 +374,20 @@ class JourneyInterpreter:
             break
         return self._journey.following(step.id)
 
-    async def _check_policy(self, step: SendStep, since: datetime | None) -> Decision | None:
+    async def _check_policy(
+        self, step: SendStep, key: str, since: datetime | None
+    ) -> Decision | None:
         spec = step.send
         try:
             return await workflow.execute_local_activity_method(
                 PolicyGate.check_policy,
                 PolicyCheckInput(
+                    idempotency_key=key,
                     contact_key=self._contact_key,
                     journey=self._journey.name,
                     step_id=step.id,
                     channel=spec.channel,
+                    template=spec.template,
                     purpose=spec.purpose,
                     topic=spec.topic,
                     window=self._journey.window_for(step),

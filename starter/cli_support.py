@@ -1,0 +1,69 @@
+"""What the `tidings` commands share: options, settings, error handling, parsing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+import typer
+from pydantic import JsonValue
+
+from tidings.errors import InputError, SpecError, TidingsError
+from tidings.settings import Settings
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        envvar="TIDINGS_DATA_DIR",
+        help="Where the embedded defaults keep their files.",
+        show_default=".tidings",
+    ),
+]
+
+
+def settings_for(data_dir: Path | None) -> Settings:
+    return Settings(data_dir=data_dir) if data_dir is not None else Settings()
+
+
+def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Turn an error the user caused into one readable message and exit status 1."""
+
+    @wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except SpecError as err:
+            for problem in err.problems:
+                typer.echo(f"error: {problem}", err=True)
+            raise typer.Exit(1) from None
+        except TidingsError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def parse_pairs(option: str, pairs: list[str]) -> dict[str, JsonValue]:
+    """`k=v` pairs; a value that reads as JSON (25, true, null, "007") is taken as JSON."""
+    parsed: dict[str, JsonValue] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name:
+            raise InputError(f"{option} {pair!r}: expected KEY=VALUE, e.g. {option} plan=pro")
+        try:
+            value: JsonValue = json.loads(raw)
+        except ValueError:
+            value = raw
+        parsed[name] = value
+    return parsed
+
+
+def echo_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, default=str))
