@@ -40,7 +40,10 @@ def make_engine(url: str, *, create_tables: bool = True, **kwargs: Any) -> Engin
         engine = create_engine(url, **kwargs)
         _tune_sqlite(engine)
     else:
-        engine = create_engine(url, pool_pre_ping=True, **kwargs)
+        # No pre-ping: it costs a round trip per checkout on the send path. A
+        # connection the server dropped fails once, is discarded by the pool, and
+        # the activity or call is retried.
+        engine = create_engine(url, pool_recycle=1800, **kwargs)
     if create_tables:
         _create_or_check_schema(engine)
     return engine

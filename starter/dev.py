@@ -186,9 +186,12 @@ def _banner(settings: Settings, ports: DevPorts, catalog: Catalog) -> str:
             "",
             "Try it in another terminal:",
             f"  {env}tidings identify ada --email ada@example.com --timezone Europe/London "
-            "--trait first_name=Ada",
+            "--jurisdiction GB --trait first_name=Ada",
+            f"  {env}tidings consent grant ada --channel email --basis express "
+            "--proof form=signup --proof text='Email me tips and offers'",
             f"  {env}tidings track ada signed_up --prop plan=pro",
             f"  {env}tidings status ada",
             f"  {env}tidings outbox",
+            f"  {env}tidings explain ada",
         ]
     )

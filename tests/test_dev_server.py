@@ -77,7 +77,7 @@ class DevProcess:
             stderr=asyncio.subprocess.STDOUT,
         )
         assert self.process.stdout is not None
-        while "tidings outbox" not in self.output:  # the banner's last line
+        while "tidings explain" not in self.output:  # the banner's last line
             line = await asyncio.wait_for(self.process.stdout.readline(), 60)
             assert line, f"tidings dev exited early:\n{self.output}"
             self.output += line.decode()
