@@ -2,9 +2,10 @@
 
 It runs the same activities a tidings journey runs for onboarding: the entry
 and exit bookkeeping (local activities; they are what keeps reentry rules
-after Temporal purges histories) and the three sends, with the same timers.
-With `bookkeeping=False` it runs the sends and timers only, for a second,
-stricter figure. No spec, no interpreter, no status for operators.
+after Temporal purges histories), the contact-policy check before each send
+(a local activity), and the three sends, with the same timers. With
+`bookkeeping=False` it runs the sends and timers only, for a second, stricter
+figure. No spec, no interpreter, no status for operators.
 """
 
 from __future__ import annotations
@@ -18,10 +19,16 @@ with workflow.unsafe.imports_passed_through():
 
     from tidings import naming
     from tidings.activities.journal import JourneyJournal
+    from tidings.activities.policy import PolicyGate
     from tidings.activities.send import EmailSender
     from tidings.models.events import JourneyEvent
     from tidings.models.journey import Reentry
-    from tidings.models.workflow_io import EnterJourneyInput, ExitJourneyInput, SendEmailInput
+    from tidings.models.workflow_io import (
+        EnterJourneyInput,
+        ExitJourneyInput,
+        PolicyCheckInput,
+        SendEmailInput,
+    )
     from tidings.workflows.interpreter import (
         LOCAL_ACTIVITY_TIMEOUT,
         SEND_DEADLINE,
@@ -58,11 +65,28 @@ class BareOnboarding:
             )
         sent = 0
         for step_id, template, wait_seconds in input.steps:
+            key = f"{workflow.info().workflow_id}/{step_id}"
+            if template and input.bookkeeping:
+                await workflow.execute_local_activity_method(
+                    PolicyGate.check_policy,
+                    PolicyCheckInput(
+                        idempotency_key=key,
+                        contact_key=input.contact_key,
+                        journey="bare-onboarding",
+                        step_id=step_id,
+                        channel="email",
+                        template=template,
+                        purpose="service",
+                        topic="onboarding",
+                        now=workflow.now(),
+                    ),
+                    start_to_close_timeout=LOCAL_ACTIVITY_TIMEOUT,
+                )
             if template:
                 result = await workflow.execute_activity_method(
                     EmailSender.send_email,
                     SendEmailInput(
-                        idempotency_key=f"{workflow.info().workflow_id}/{step_id}",
+                        idempotency_key=key,
                         journey="bare-onboarding",
                         version=1,
                         step_id=step_id,

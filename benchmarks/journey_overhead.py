@@ -9,8 +9,9 @@ measures overhead rather than sleeping. Variants:
 
 - tidings: `track()` -> the journey interpreter -> completion;
 - bare: a hand-written workflow running the same activities (entry and exit
-  bookkeeping, three sends) and timers; the target is tidings >= 0.87x this;
-- bare, sends only: without the bookkeeping, for a stricter second figure.
+  bookkeeping, a policy check before each send, three sends) and timers; the
+  target is tidings >= 0.87x this;
+- bare, sends only: without the bookkeeping and checks, a stricter second figure.
 
 Prints journeys per second, the ratios and history events per sent message,
 and writes them to benchmarks/results/journey_overhead.json.
@@ -46,6 +47,7 @@ from temporalio.worker import Worker  # noqa: E402
 from tidings import naming  # noqa: E402
 from tidings.activities.channels.smtp import SmtpConfig, SmtpProvider  # noqa: E402
 from tidings.activities.journal import JourneyJournal  # noqa: E402
+from tidings.activities.policy import PolicyGate  # noqa: E402
 from tidings.catalog import Catalog  # noqa: E402
 from tidings.db.engine import Database  # noqa: E402
 from tidings.models.events import JourneyEvent  # noqa: E402
@@ -183,11 +185,12 @@ async def measure(journeys: int, rounds: int) -> dict[str, object]:
                 temporal=env.client, database=database, catalog=catalog, settings=settings
             )
             journal = JourneyJournal(database)
+            gate = PolicyGate(database, catalog.policy, default_timezone="UTC")
             bare_worker = Worker(
                 env.client,
                 task_queue=BARE_TASK_QUEUE,
                 workflows=[BareOnboarding],
-                activities=[journal.enter_journey, journal.exit_journey],
+                activities=[journal.enter_journey, journal.exit_journey, gate.check_policy],
                 activity_executor=executor,
                 workflow_runner=sandbox_runner(),
             )
