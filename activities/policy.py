@@ -26,7 +26,7 @@ class PolicyGate:
         """Decide in the workflow's clock; the decision lands in the audit log, and a
         skip is recorded as the send's delivery, so every planned message has a row."""
         message = Message(
-            channel=input.channel, purpose=input.purpose, topic=input.topic, window=input.window
+            channel=input.channel, purpose=input.purpose, topic=input.topic, windows=input.windows
         )
         with self._db.session() as session:
             try:
@@ -38,6 +38,7 @@ class PolicyGate:
                     config=self._config,
                     default_timezone=self._default_timezone,
                     waiting_since=input.waiting_since,
+                    idempotency_key=input.idempotency_key,
                 )
             except UnknownContactError as err:
                 raise ApplicationError(str(err), type=UNKNOWN_CONTACT, non_retryable=True) from err

@@ -95,6 +95,7 @@ class EmailSender:
                     status="deferred",
                     until=decision.until,
                     rule=decision.rule,
+                    kind=decision.kind,
                     detail=decision.reason,
                 )
             prepared = self._prepare(session, input)
@@ -115,7 +116,7 @@ class EmailSender:
 
     def _check(self, session: Session, input: SendEmailInput, clock: datetime) -> Decision:
         message = Message(
-            channel="email", purpose=input.purpose, topic=input.topic, window=input.window
+            channel="email", purpose=input.purpose, topic=input.topic, windows=input.windows
         )
         try:
             facts = load_facts(
@@ -127,6 +128,7 @@ class EmailSender:
                 default_timezone=self._default_timezone,
                 waiting_since=input.waiting_since,
                 lock=True,
+                idempotency_key=input.idempotency_key,
             )
         except UnknownContactError:
             return Decision(

@@ -3,7 +3,7 @@
 The send-time check runs once per message, in the transaction that claims
 the delivery, so its latency is the send path's. One query reads (and, for
 the send, locks) the contact with its addresses; one `UNION ALL` reads its
-consent lines for the channel, its active suppressions, its preferences,
+consent lines, its active suppressions, its preferences,
 its recent sends and the active blackouts, each row's values cast to text
 so one row shape fits every table on every database.
 """
@@ -53,9 +53,12 @@ def load_facts(
     default_timezone: str,
     waiting_since: datetime | None = None,
     lock: bool = False,
+    idempotency_key: str = "",
 ) -> Facts:
     """`lock=True` holds the contact's row until commit (PostgreSQL; SQLite's write
-    transactions are serial anyway), so two sends cannot both take a cap's last place."""
+    transactions are serial anyway), so two sends cannot both take a cap's last place.
+    The delivery with `idempotency_key` (this message's earlier attempt) is not
+    counted against the caps: a retry must not wait for itself."""
     query = _CONTACT_LOCKED if lock else _CONTACT
     rows = session.execute(query, {"contact_key": contact_key}).all()
     if not rows:
@@ -68,7 +71,7 @@ def load_facts(
     found: dict[str, list[Any]] = {name: [] for name in _DECODERS}
     parameters = {
         "contact_key": contact_key,
-        "channel": message.channel,
+        "exclude": idempotency_key,
         "addresses": addresses,
         "since": since,
         "now": now,
@@ -116,14 +119,14 @@ def _union() -> CompoundSelect[Any]:
     consent, sup = _table("consent_ledger").c, _table("suppressions").c
     pref, sent, black = _table("preferences").c, _table("deliveries").c, _table("blackouts").c
     key: BindParameter[str] = bindparam("contact_key")
-    channel: BindParameter[str] = bindparam("channel")
+    exclude: BindParameter[str] = bindparam("exclude")
     addresses: BindParameter[list[str]] = bindparam("addresses", expanding=True)
     since: BindParameter[datetime] = bindparam("since", type_=UTCDateTime())
     now: BindParameter[datetime] = bindparam("now", type_=UTCDateTime())
     parts = [
         select(*_row("consent", consent.id, consent.channel, consent.purpose, consent.topic,
                      consent.action, consent.basis, consent.effective_at, consent.expires_at))
-        .where(consent.contact_key == key, consent.channel == channel),
+        .where(consent.contact_key == key),  # every channel: an objection holds on all
         select(*_row("suppression", sup.id, sup.contact_key, sup.channel, sup.address,
                      sup.reason, sup.note, sup.created_at))
         .where(sup.lifted_at.is_(None), or_(sup.contact_key == key, sup.address.in_(addresses))),
@@ -131,7 +134,7 @@ def _union() -> CompoundSelect[Any]:
         .where(pref.contact_key == key),
         select(*_row("sent", sent.channel, sent.purpose, sent.topic, sent.counted_at))
         .where(sent.contact_key == key, sent.counted_at > since,
-               sent.status.in_(deliveries.COUNTED)),
+               sent.status.in_(deliveries.COUNTED), sent.idempotency_key != exclude),
         select(*_row("blackout", black.id, black.name, black.regions, black.purposes,
                      black.starts_at, black.ends_at, black.action))
         .where(black.starts_at <= now, black.ends_at > now),

@@ -188,8 +188,10 @@ class Send(_Spec):
     channel: Literal["email"] = "email"
     template: TemplateName
     purpose: Purpose = "marketing"
-    topic: Topic
-    """What the message is about (billing, product-updates): preferences and caps use it."""
+    topic: Topic | None = None
+    """What the message is about (billing, product-updates): preferences and caps use it.
+    Required in journey files (see journey_problems); optional here so journeys that
+    started before topics were required still load."""
     rationale: str | None = None
     """Why a transactional or critical message may reach contacts who opted out of marketing."""
     window: SendWindow | None = None
@@ -313,8 +315,9 @@ class Journey(_Spec):
         for step in self.sends():
             yield step.id, step.send.template
 
-    def window_for(self, step: SendStep) -> SendWindow | None:
-        return step.send.window or self.send_window
+    def windows_for(self, step: SendStep) -> list[SendWindow]:
+        """The journey's window and the step's: a send must fit both."""
+        return [w for w in (self.send_window, step.send.window) if w is not None]
 
 
 def journey_problems(journey: Journey) -> list[str]:
@@ -370,7 +373,12 @@ def _condition_problems(journey: Journey) -> list[str]:
 
 
 def _event_problems(journey: Journey) -> list[str]:
-    problems = []
+    problems = [
+        f"step {step.id!r}: a send needs a `topic` (billing, product-updates, ...): "
+        "preferences and frequency caps go by topic"
+        for step in journey.sends()
+        if step.send.topic is None
+    ]
     ending = set(journey.exit_on) | ({journey.goal.event} if journey.goal else set())
     if journey.trigger.event in ending:
         problems.append(

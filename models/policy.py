@@ -13,6 +13,7 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
+    field_validator,
     model_validator,
 )
 
@@ -75,7 +76,8 @@ class SendWindow(_Model):
 
     start: TimeOfDay
     end: TimeOfDay
-    weekdays: list[Weekday] | None = None
+    weekdays: list[Weekday] | None = Field(default=None, min_length=1)
+    """Leave out for every day."""
 
     def label(self) -> str:
         days = f" on {', '.join(self.weekdays)}" if self.weekdays else ""
@@ -93,9 +95,12 @@ class Cap(_Model):
     max: int = Field(ge=0)
     per: PositiveDuration
     purposes: list[Purpose] = ["marketing"]
-    channel: Channel | None = None
-    """None: across every channel."""
+    channels: list[Channel] = []
+    """Empty: across every channel."""
     per_topic: bool = False
+
+    def covers(self, channel: str) -> bool:
+        return not self.channels or channel in self.channels
 
 
 class MinInterval(_Model):
@@ -108,20 +113,29 @@ class MinInterval(_Model):
     purposes: list[Purpose] = ["marketing"]
 
 
+DEFAULT_MAX_DEFERRAL: dict[Purpose, timedelta] = {
+    "marketing": timedelta(days=3),
+    "service": timedelta(days=1),
+    "transactional": timedelta(hours=2),
+    "critical": timedelta(0),
+}
+
+
 class PolicyConfig(_Model):
     """Organization-wide policy (`policy.yaml`); journeys may only narrow it."""
 
     caps: list[Cap] = []
     min_intervals: list[MinInterval] = []
-    max_deferral: dict[Purpose, Duration] = {
-        "marketing": timedelta(days=3),
-        "service": timedelta(days=1),
-        "transactional": timedelta(hours=2),
-        "critical": timedelta(0),
-    }
+    max_deferral: dict[Purpose, Duration] = DEFAULT_MAX_DEFERRAL
+    """Per purpose; a purpose left out keeps its default."""
     bypass_quiet_hours: list[Purpose] = ["critical"]
     sector_packs: list[Literal["hipaa"]] = []
     sms_help_text: str = "Reply STOP to opt out, START to opt back in."
+
+    @field_validator("max_deferral", mode="after")
+    @classmethod
+    def _over_defaults(cls, value: dict[Purpose, timedelta]) -> dict[Purpose, timedelta]:
+        return {**DEFAULT_MAX_DEFERRAL, **value}
 
 
 class ConsentChange(_Model):
@@ -200,14 +214,14 @@ class Blackout(_Model):
     regions: list[str] = []
     """Jurisdictions or countries it covers (US matches US-FL); empty: everywhere."""
     purposes: list[Purpose] = []
-    """Empty: every purpose but critical."""
+    """Empty: every purpose. Critical messages are never held by a blackout."""
     starts_at: AwareDatetime
     ends_at: AwareDatetime
     action: Literal["defer", "skip"] = "defer"
 
 
 class RecentSend(_Model):
-    """A send that counts toward caps: claimed, sending or sent."""
+    """A send that counts toward caps: sent, being sent, retrying, or of unknown fate."""
 
     channel: Channel
     purpose: Purpose
@@ -222,8 +236,8 @@ class Message(_Model):
     purpose: Purpose
     topic: str
     address: str | None = None
-    window: SendWindow | None = None
-    """The journey's own window, narrowing the jurisdiction's."""
+    windows: list[SendWindow] = []
+    """The journey's and the step's own windows, narrowing the jurisdiction's."""
 
 
 class ContactFacts(_Model):

@@ -6,9 +6,9 @@ later without breaking running journeys or recorded histories.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field
 
 from tidings.models.events import JourneyEvent
 from tidings.models.journey import Journey, Reentry
@@ -34,6 +34,8 @@ class Resume(BaseModel):
     label: str = ""
     since: AwareDatetime | None = None
     """A send held by the policy: when it first had to wait."""
+    kind: str = "policy"
+    """A send held by the policy: the kind of rule that holds it."""
 
 
 class JourneyState(BaseModel):
@@ -130,7 +132,7 @@ class PolicyCheckInput(BaseModel):
     template: str
     purpose: Purpose
     topic: str
-    window: SendWindow | None = None
+    windows: list[SendWindow] = []
     now: AwareDatetime
     waiting_since: AwareDatetime | None = None
 
@@ -143,8 +145,9 @@ class SendEmailInput(BaseModel):
     contact_key: str
     template: str
     purpose: Purpose
-    topic: str
-    window: SendWindow | None = None
+    topic: Annotated[str, BeforeValidator(lambda v: v or "general")] = "general"
+    """Before topics were required, sends had none: those count as `general`."""
+    windows: list[SendWindow] = []
     trigger: JourneyEvent
     event: JourneyEvent
     scheduled_at: AwareDatetime
@@ -161,3 +164,5 @@ class SendResult(BaseModel):
     until: AwareDatetime | None = None
     """For `deferred`: when the policy allows another try."""
     rule: str = ""
+    kind: str = "policy"
+    """For `deferred`: the kind of rule that holds it (window, cap, blackout...)."""

@@ -10,7 +10,7 @@ latest wins (the caller checks again when it ends).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -82,12 +82,23 @@ def decide(facts: Facts) -> Decision:
         if decision is not None
     ]
     skips = [d for d in waits if d.action == "skip"]
+    skips += [d for d in map(_within_deferral(facts), waits) if d.action == "skip"]
     if skips:
         return skips[0]
     if not waits:
         return Decision.send(inputs)
-    latest = max(waits, key=lambda d: d.until or facts.now)
-    return _within_deferral(facts, latest)
+    return max(waits, key=lambda d: d.until or facts.now)
+
+
+STRENGTH = {
+    "express_written": 6,
+    "express": 5,
+    "contract": 4,
+    "implied_purchase": 3,
+    "legitimate_interest": 2,
+    "implied_inquiry": 1,
+}
+"""Which grant speaks when several are in force (a later inquiry does not shorten a purchase)."""
 
 
 def consent_state(
@@ -99,32 +110,54 @@ def consent_state(
     now: datetime,
     packs: list[RulePack],
 ) -> ConsentState:
-    """The ledger read for one message: the latest entry in scope decides."""
-    basis = entry_id = expires_at = revoked_by = None
-    objected = by_objection = False
-    relevant = [
+    """The ledger read for one message.
+
+    The latest revocation in scope cuts off every grant before it; of the
+    grants after it, the strongest still in force decides. A revocation counts
+    as soon as it is recorded, whatever clock stamped it; a grant counts from
+    its effective time. An objection to direct marketing is absolute: once
+    made on any channel or topic, legitimate interest no longer counts.
+    """
+    entries = list(entries)
+    objected = any(e.action == "object" and e.purpose in (None, "marketing") for e in entries)
+    scoped = sorted(
+        (
+            e
+            for e in entries
+            if e.channel == channel
+            and e.purpose in (None, purpose)
+            and e.topic in (None, topic)
+            and (e.action != "object" or purpose == "marketing")
+        ),
+        key=lambda e: (e.effective_at, e.id),
+    )
+    cuts = [i for i, e in enumerate(scoped) if e.action != "grant"]
+    revoker = scoped[cuts[-1]] if cuts else None
+    grants = [
         e
-        for e in entries
-        if e.channel == channel
-        and e.purpose in (None, purpose)
-        and e.topic in (None, topic)
-        and e.effective_at <= now
+        for e in scoped[(cuts[-1] + 1 if cuts else 0) :]
+        if e.action == "grant" and e.effective_at <= now
     ]
-    for entry in sorted(relevant, key=lambda e: (e.effective_at, e.id)):
-        if entry.action == "grant":
-            basis, entry_id, revoked_by = entry.basis, entry.id, None
-            expiries = [entry.expires_at] + [
-                p.consent_expiry(entry.basis, entry.effective_at) for p in packs
-            ]
-            known = [e for e in expiries if e is not None]
-            expires_at = min(known) if known else None
-        else:
-            basis, entry_id, expires_at, revoked_by = None, None, None, entry.id
-            by_objection = entry.action == "object"
-            objected = objected or by_objection
-    if expires_at is not None and expires_at <= now:
-        basis = None
-    return ConsentState(basis, entry_id, expires_at, revoked_by, objected, by_objection)
+    lasting = [(grant, _expiry(grant, packs)) for grant in grants]
+    in_force = [(g, x) for g, x in lasting if x is None or x > now]
+    if in_force:
+        best, expires = max(
+            in_force, key=lambda pair: (STRENGTH.get(pair[0].basis or "", 0), pair[0].effective_at)
+        )
+        return ConsentState(best.basis, best.id, expires, None, objected)
+    if lasting:  # granted, but every grant has lapsed
+        return ConsentState(None, None, lasting[-1][1], None, objected)
+    if revoker is not None:
+        return ConsentState(None, None, None, revoker.id, objected, revoker.action == "object")
+    return ConsentState(None, None, None, None, objected)
+
+
+def _expiry(grant: ConsentEntry, packs: list[RulePack]) -> datetime | None:
+    expiries = [grant.expires_at] + [
+        p.consent_expiry(grant.basis, grant.effective_at) for p in packs
+    ]
+    known = [e for e in expiries if e is not None]
+    return min(known) if known else None
 
 
 def _inputs(facts: Facts, packs: list[RulePack]) -> dict[str, JsonValue]:
@@ -185,13 +218,9 @@ def _consent(facts: Facts, packs: list[RulePack], inputs: dict[str, JsonValue]) 
         consent_entry=state.entry_id,
         consent_expires=state.expires_at.isoformat() if state.expires_at else None,
     )
-    if message.purpose == "transactional":
-        # Exempt from marketing opt-outs (the spec records why); a revocation
-        # of everything on the channel, like an SMS STOP, still holds.
-        channel_wide = _channel_wide_revocation(facts)
-        if channel_wide is not None:
-            return _skip_revoked(packs, inputs, channel_wide, "every message on the channel")
-        return None
+    # Transactional and service messages see only revocations of their own
+    # purpose or of everything on the channel (an SMS STOP), never a marketing
+    # opt-out or an objection to direct marketing.
     if state.revoked_by is not None:
         scope = f"{message.purpose} on {message.topic}"
         return _skip_revoked(packs, inputs, state.revoked_by, scope, objected=state.by_objection)
@@ -224,20 +253,6 @@ def _consent(facts: Facts, packs: list[RulePack], inputs: dict[str, JsonValue]) 
                 inputs=inputs,
             )
     return None
-
-
-def _channel_wide_revocation(facts: Facts) -> int | None:
-    """The ledger entry of a standing revocation of everything on the channel (SMS STOP)."""
-    channel_wide = [
-        e
-        for e in facts.consents
-        if e.channel == facts.message.channel
-        and e.purpose is None
-        and e.topic is None
-        and e.effective_at <= facts.now
-    ]
-    latest = max(channel_wide, key=lambda e: (e.effective_at, e.id), default=None)
-    return latest.id if latest is not None and latest.action != "grant" else None
 
 
 def _skip_revoked(
@@ -289,7 +304,8 @@ def _blackout(facts: Facts, inputs: dict[str, JsonValue]) -> Decision | None:
     message = facts.message
     if message.purpose == "critical":
         return None
-    for blackout in sorted(facts.blackouts, key=lambda b: b.ends_at):
+    # A skip outranks a deferral; among deferrals the earliest end is checked first.
+    for blackout in sorted(facts.blackouts, key=lambda b: (b.action != "skip", b.ends_at)):
         if not blackout.starts_at <= facts.now < blackout.ends_at:
             continue
         if blackout.purposes and message.purpose not in blackout.purposes:
@@ -327,8 +343,7 @@ def _window(facts: Facts, packs: list[RulePack], inputs: dict[str, JsonValue]) -
             for rule in pack.windows
             if message.channel in rule.channels and message.purpose in rule.purposes
         ]
-    if message.window is not None:
-        named.append(("the journey's send window", message.window))
+    named += [("the journey's send window", window) for window in message.windows]
     tz = facts.contact.timezone
     closed = [(name, w) for name, w in named if not is_open(w, facts.now, tz)]
     if not closed:
@@ -351,7 +366,7 @@ def _caps(facts: Facts, packs: list[RulePack], inputs: dict[str, JsonValue]) -> 
     caps: list[Cap] = [*facts.config.caps, *(cap for pack in packs for cap in pack.caps)]
     decisions = []
     for cap in caps:
-        if message.purpose not in cap.purposes or cap.channel not in (None, message.channel):
+        if message.purpose not in cap.purposes or not cap.covers(message.channel):
             continue
         floor = PRIORITY[message.purpose]
         times = sorted(
@@ -359,13 +374,24 @@ def _caps(facts: Facts, packs: list[RulePack], inputs: dict[str, JsonValue]) -> 
             for sent in facts.recent
             if sent.purpose in cap.purposes
             and PRIORITY[sent.purpose] >= floor
-            and cap.channel in (None, sent.channel)
+            and cap.covers(sent.channel)
             and (not cap.per_topic or sent.topic == message.topic)
             # No upper bound: a send claimed by a concurrent attempt whose clock
             # ran a little ahead of ours still takes its place.
             and sent.at > facts.now - cap.per
         )
         if len(times) < cap.max:
+            continue
+        if cap.max == 0:
+            decisions.append(
+                Decision(
+                    kind="cap",
+                    action="skip",
+                    rule=f"frequency cap: {cap.name}",
+                    reason=f"{cap.name} allows no such message",
+                    inputs=inputs,
+                )
+            )
             continue
         room_at = times[len(times) - cap.max] + cap.per
         decisions.append(
@@ -414,13 +440,24 @@ def _intervals(facts: Facts, inputs: dict[str, JsonValue]) -> list[Decision]:
     return decisions
 
 
-def _within_deferral(facts: Facts, wait: Decision) -> Decision:
-    """A message waits for room, up to its purpose's maximum deferral; then it is skipped."""
+def _within_deferral(facts: Facts) -> Callable[[Decision], Decision]:
+    """A message waits for room (a cap, an interval, a blackout) up to its purpose's
+    maximum deferral, then it is skipped; it always waits out quiet hours."""
+
+    def check(wait: Decision) -> Decision:
+        limit = facts.config.max_deferral.get(facts.message.purpose, timedelta(0))
+        since = facts.waiting_since or facts.now
+        if wait.action != "wait" or wait.kind == "window" or wait.until is None:
+            return wait
+        if wait.until - since <= limit:
+            return wait
+        return _too_long(facts, wait, limit)
+
+    return check
+
+
+def _too_long(facts: Facts, wait: Decision, limit: timedelta) -> Decision:
     assert wait.until is not None
-    limit = facts.config.max_deferral.get(facts.message.purpose, timedelta(0))
-    since = facts.waiting_since or facts.now
-    if wait.until - since <= limit:
-        return wait
     return Decision(
         kind="deferral",
         action="skip",

@@ -138,11 +138,11 @@ US_FLORIDA = RulePack(
     windows=(WindowRule("Florida FTSA", CALLS, frozenset({"marketing"}), _window(8, 20)),),
     caps=(
         Cap(
-            name="Florida FTSA: 3 marketing messages per 24 h on one topic",
+            name="Florida FTSA: 3 marketing texts or calls per 24 h on one topic",
             max=3,
             per=timedelta(days=1),
             purposes=["marketing"],
-            channel=None,
+            channels=["sms", "voice"],
             per_topic=True,
         ),
     ),

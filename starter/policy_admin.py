@@ -17,7 +17,7 @@ from sqlmodel import Session, col, select
 from tidings.db import audit, blackouts, consent, contacts, journey_runs, preferences, suppressions
 from tidings.db.engine import Database
 from tidings.errors import InputError, input_error
-from tidings.models.contact import normalize_phone
+from tidings.models.contact import normalize_email, normalize_phone
 from tidings.models.policy import (
     Blackout,
     Channel,
@@ -30,7 +30,10 @@ from tidings.models.tables import ContactIdentity, Delivery
 from tidings.policy.jurisdictions import packs_for
 from tidings.policy.keywords import Keyword, classify
 
-STOP_REPLY = "You are unsubscribed and will get no more messages. Reply START to resubscribe."
+STOP_REPLY = (
+    "You are unsubscribed: no more texts except urgent security or legal notices. "
+    "Reply START to resubscribe."
+)
 START_REPLY = "You are subscribed again. Reply STOP to unsubscribe, HELP for help."
 
 
@@ -168,6 +171,8 @@ class PolicyAdmin:
         note: str = "",
     ) -> Suppression:
         try:
+            if address is not None:
+                address = normalize_email(address) if "@" in address else normalize_phone(address)
             Suppression.model_validate(
                 {
                     "id": 0,
@@ -181,6 +186,8 @@ class PolicyAdmin:
             )
         except ValidationError as err:
             raise input_error("suppression", err) from None
+        except ValueError as err:
+            raise InputError(f"invalid suppression: {err}") from None
 
         def write(session: Session) -> Suppression:
             if key is not None:
@@ -406,22 +413,20 @@ def _keyword_changes(
                 proof=proof,
             )
         ]
+    # Texting START is express consent (not written consent: marketing texts stay
+    # off where the law wants it written, US TCPA) and lifts the STOP for every
+    # purpose; the grants STOP cut off come back after it.
+    lift = ConsentChange(
+        contact_key=key,
+        channel="sms",
+        purpose=None,
+        action="grant",
+        basis="express",
+        source="inbound-sms",
+        proof=proof,
+    )
     restored = consent.last_revoked_grants(session=session, contact_key=key, channel="sms")
-    if not restored:
-        # Texting START is express consent, not written consent: marketing texts
-        # stay off where the law wants it written (US TCPA).
-        return [
-            ConsentChange(
-                contact_key=key,
-                channel="sms",
-                purpose=None,
-                action="grant",
-                basis="express",
-                source="inbound-sms",
-                proof=proof,
-            )
-        ]
-    return [
+    return [lift] + [
         ConsentChange(
             contact_key=key,
             channel="sms",
@@ -434,6 +439,7 @@ def _keyword_changes(
             expires_at=grant.expires_at,
         )
         for grant in restored
+        if (grant.purpose, grant.topic) != (None, None)
     ]
 
 

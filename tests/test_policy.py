@@ -280,3 +280,45 @@ async def test_a_send_that_lost_its_consent_is_recorded_as_skipped_with_the_rule
     assert all("objected to direct marketing" in (r.error or "") for r in rows), [
         r.error for r in rows
     ]
+
+
+async def test_after_stop_and_start_service_texts_flow_again(
+    stack: Stack, contact_key: str
+) -> None:
+    from tidings.db.policy_facts import load_facts
+    from tidings.models.policy import Message
+    from tidings.policy.engine import decide
+
+    admin = stack.client.policy
+    await stack.client.identify(contact_key, phones=["+15125550101"], jurisdiction="US-TX")
+    await admin.grant(
+        contact_key, channel="sms", basis="express_written", source="checkout", proof=PROOF
+    )
+    await admin.inbound_sms("+15125550101", "STOP")
+    await admin.inbound_sms("+15125550101", "START")
+    noon = datetime(2027, 1, 5, 18, tzinfo=UTC)  # 12:00 in Texas
+
+    def decision(purpose: str) -> str:
+        with stack.database.session() as session:
+            facts = load_facts(
+                session=session,
+                contact_key=contact_key,
+                message=Message(channel="sms", purpose=purpose, topic="account"),
+                now=noon,
+                config=stack.client.catalog.policy,
+                default_timezone="America/Chicago",
+            )
+        return decide(facts).action
+
+    assert [decision(p) for p in ("service", "transactional", "marketing")] == ["send"] * 3
+
+
+async def test_an_address_suppression_is_normalized_like_the_identity(
+    stack: Stack, contact_key: str
+) -> None:
+    await stack.client.identify(contact_key, emails=["bob@example.com"], jurisdiction="US")
+    await stack.client.policy.suppress(address="  Bob@Example.COM ", reason="hard_bounce")
+    await stack.client.track(contact_key, "signed_up")
+    await stack.result("onboarding", contact_key)
+    assert stack.sent() == []
+    assert {d.status for d in stack.deliveries()} == {"skipped"}

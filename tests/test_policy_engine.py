@@ -168,7 +168,10 @@ def test_a_florida_contacts_fourth_marketing_message_in_24_hours_waits() -> None
 
     assert fourth.action == "wait"
     assert fourth.until == at(NEW_YORK, "2027-01-06 09:00")
-    assert fourth.rule == "frequency cap: Florida FTSA: 3 marketing messages per 24 h on one topic"
+    assert (
+        fourth.rule
+        == "frequency cap: Florida FTSA: 3 marketing texts or calls per 24 h on one topic"
+    )
     assert (other_topic.action, texan.action) == ("send", "send")
 
 
@@ -360,7 +363,7 @@ def test_caps_count_higher_priority_sends_but_never_lower() -> None:
                 max=1,
                 per=timedelta(days=1),
                 purposes=["marketing", "service"],
-                channel="sms",
+                channels=["sms"],
             )
         ]
     )
@@ -412,7 +415,7 @@ def test_critical_messages_bypass_quiet_hours_but_a_journey_window_still_holds()
     window = SendWindow(start=parse_time_of_day("09:00"), end=parse_time_of_day("17:00"))
     business = Facts(
         contact=ContactFacts(key="c1", jurisdiction="US-TX", timezone=CHICAGO),
-        message=Message(channel="email", purpose="critical", topic="security", window=window),
+        message=Message(channel="email", purpose="critical", topic="security", windows=[window]),
         now=night,
         config=CONFIG,
     )
@@ -468,3 +471,109 @@ def test_a_send_claimed_by_a_concurrent_attempt_with_a_later_clock_still_counts(
         "skip",
         "maximum deferral (frequency cap: 1 a week)",
     )
+
+
+def test_quiet_hours_hold_a_message_however_long_and_never_drop_it() -> None:
+    window = SendWindow(
+        start=parse_time_of_day("09:00"), end=parse_time_of_day("17:00"), weekdays=["mon", "fri"]
+    )
+    friday_evening = at(CHICAGO, "2027-01-08 18:00")  # the next opening is Monday 09:00
+    for purpose in ("critical", "transactional", "service"):
+        decision = decide(
+            Facts(
+                contact=ContactFacts(key="c1", jurisdiction="US-TX", timezone=CHICAGO),
+                message=Message(channel="email", purpose=purpose, topic="t", windows=[window]),
+                now=friday_evening,
+                config=CONFIG,
+            )
+        )
+        assert (decision.action, decision.until) == ("wait", at(CHICAGO, "2027-01-11 09:00"))
+
+
+def test_a_step_window_narrows_the_journey_window_instead_of_replacing_it() -> None:
+    journey = SendWindow(start=parse_time_of_day("09:00"), end=parse_time_of_day("17:00"))
+    step = SendWindow(start=parse_time_of_day("07:00"), end=parse_time_of_day("22:00"))
+    decision = decide(
+        Facts(
+            contact=ContactFacts(key="c1", jurisdiction="US-TX", timezone=CHICAGO),
+            message=Message(channel="email", purpose="service", topic="t", windows=[journey, step]),
+            now=at(CHICAGO, "2027-01-05 08:00"),
+            config=CONFIG,
+        )
+    )
+    assert decision.until == at(CHICAGO, "2027-01-05 09:00")
+
+
+def test_transactional_messages_heed_their_own_and_channel_wide_revocations_only() -> None:
+    now = at(CHICAGO, "2027-01-05 12:00")
+    objection = grant(None, purpose=None, action="object", channel="email")
+    own = revoke(purpose="transactional", channel="email")
+    one_topic = revoke(purpose=None, topic="receipts", channel="email")
+    email = partial(facts, now, channel="email", purpose="transactional")
+    assert decide(email(consents=(objection,))).action == "send"
+    assert decide(email(consents=(own,))).action == "skip"
+    assert decide(email(consents=(one_topic,), topic="receipts")).action == "skip"
+    assert decide(email(consents=(one_topic,), topic="orders")).action == "send"
+
+
+def test_a_revocation_stamped_by_a_clock_running_ahead_is_honored_at_once() -> None:
+    now = at(CHICAGO, "2027-01-05 12:00")
+    ahead = revoke(channel="email", effective="2027-01-05T18:00:30")  # 30 s after `now`
+    assert decide(facts(now, channel="email", consents=(ahead,))).action == "skip"
+
+
+def test_an_objection_on_one_channel_holds_on_every_channel() -> None:
+    interest = grant("legitimate_interest", channel="sms", id=1)
+    objection = grant(None, channel="email", id=2, action="object", effective="2021-01-01")
+    now = at("Europe/Berlin", "2027-01-05 12:00")
+    decision = decide(
+        facts(now, jurisdiction="DE", tz="Europe/Berlin", consents=(interest, objection))
+    )
+    assert decision.action == "skip" and "objected to direct marketing" in decision.reason
+
+
+@pytest.mark.parametrize(
+    ("later", "still"),
+    [("implied_inquiry", "express"), ("implied_inquiry", "implied_purchase")],
+)
+def test_a_weaker_later_grant_does_not_shorten_a_stronger_one(later: str, still: str) -> None:
+    first = grant(still, channel="email", id=1, effective="2026-01-01")  # type: ignore[arg-type]
+    second = grant(later, channel="email", id=2, effective="2026-06-01")  # type: ignore[arg-type]
+    after_inquiry_lapsed = at("America/Toronto", "2027-06-01 12:00")
+    decision = decide(
+        facts(
+            after_inquiry_lapsed,
+            jurisdiction="CA-ON",
+            tz="America/Toronto",
+            channel="email",
+            consents=(first, second),
+        )
+    )
+    assert decision.action == "send"
+    assert decision.inputs["consent_basis"] == still
+
+
+def test_a_cap_of_zero_skips_and_an_empty_weekday_list_is_refused() -> None:
+    none_allowed = PolicyConfig(caps=[Cap(name="no promos", max=0, per=timedelta(days=1))])
+    decision = decide(facts(at(CHICAGO, "2027-01-05 12:00"), channel="email", config=none_allowed))
+    assert (decision.action, decision.reason) == ("skip", "no promos allows no such message")
+    with pytest.raises(ValueError, match="at least 1 item"):
+        SendWindow.model_validate({"start": "09:00", "end": "17:00", "weekdays": []})
+
+
+def test_a_partial_max_deferral_keeps_the_other_defaults() -> None:
+    config = PolicyConfig.model_validate({"max_deferral": {"marketing": "5d"}})
+    assert config.max_deferral["marketing"] == timedelta(days=5)
+    assert config.max_deferral["service"] == timedelta(days=1)
+
+
+def test_a_skip_blackout_outranks_an_earlier_ending_deferral() -> None:
+    now = at(CHICAGO, "2027-12-25 12:00")
+    defer = Blackout(
+        id=1, name="holiday", starts_at=now - timedelta(hours=1), ends_at=now + timedelta(hours=1)
+    )
+    skip = defer.model_copy(
+        update={"id": 2, "name": "incident", "action": "skip", "ends_at": now + timedelta(days=1)}
+    )
+    decision = decide(facts(now, channel="email", blackouts=(defer, skip)))
+    assert (decision.action, decision.rule) == ("skip", "blackout: incident")

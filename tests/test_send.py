@@ -22,7 +22,7 @@ from tidings.db.contacts import upsert_contact
 from tidings.db.engine import Database
 from tidings.models.contact import IdentifyContact
 from tidings.models.events import JourneyEvent
-from tidings.models.policy import PolicyConfig
+from tidings.models.policy import Cap, PolicyConfig
 from tidings.models.tables import Delivery
 from tidings.models.workflow_io import SendEmailInput
 from tidings.starter.outbox import OutboxMessage, read_email_outbox
@@ -328,3 +328,29 @@ def test_a_template_that_breaks_on_its_data_fails_that_send_with_the_reason(
     )
     assert result.status == "failed"
     assert "ZeroDivisionError" in result.detail
+
+
+def test_a_retry_does_not_wait_for_its_own_earlier_attempt_under_a_cap(
+    database: Database, smtp: SmtpSink
+) -> None:
+    """2 of 3 marketing messages this week are used; this one's first attempt hit a 451."""
+    capped = EmailSender(
+        db=database,
+        templates=load_templates(EXAMPLE_TEMPLATES),
+        provider=SmtpProvider(SmtpConfig(host=smtp.host, port=smtp.port)),
+        sender="Acme <hello@acme.example>",
+        default_timezone="UTC",
+        policy=PolicyConfig(caps=[Cap(name="3 a week", max=3, per=timedelta(days=7))]),
+    )
+    for n in (1, 2):
+        activity_env().run(capped.send_email, send_input(key=f"earlier/{n}"))
+    smtp.reply_next("451 4.3.0 try later")
+    with pytest.raises(ApplicationError):
+        activity_env(retry_policy=SEND_RETRY).run(capped.send_email, send_input(key="third"))
+
+    retried = activity_env(attempt=2, retry_policy=SEND_RETRY).run(
+        capped.send_email, send_input(key="third")
+    )
+
+    assert retried.status == "sent"
+    assert len(smtp_messages(smtp)) == 3

@@ -347,7 +347,7 @@ class JourneyInterpreter:
         resume = self._resume(step)
         since = resume.since if resume else None
         if resume is not None:
-            await self._hold(step, resume.wake_at, resume.label, resume.since)
+            await self._hold(step, resume.wake_at, resume.label, resume.since, resume.kind)
         while self._exit is None:
             # Journeys that started before the contact policy existed replay without
             # the pre-check; the send activity checks the policy for them anyway.
@@ -365,7 +365,7 @@ class JourneyInterpreter:
             result = await self._send_now(step, key, since)
             if result.status == "deferred" and result.until is not None:
                 since = since or workflow.now()
-                await self._hold(step, result.until, result.detail, since, "policy")
+                await self._hold(step, result.until, result.detail, since, result.kind)
                 continue
             if result.status == "sent":
                 state.sends += 1
@@ -389,8 +389,8 @@ class JourneyInterpreter:
                     channel=spec.channel,
                     template=spec.template,
                     purpose=spec.purpose,
-                    topic=spec.topic,
-                    window=self._journey.window_for(step),
+                    topic=spec.topic or "general",
+                    windows=self._journey.windows_for(step),
                     now=workflow.now(),
                     waiting_since=since,
                 ),
@@ -411,7 +411,9 @@ class JourneyInterpreter:
         kind: str = "policy",
     ) -> None:
         """Wait where the policy says, with one timer; the step resumes here after a restart."""
-        self._state.resume = Resume(step_id=step.id, wake_at=until, label=why, since=since)
+        self._state.resume = Resume(
+            step_id=step.id, wake_at=until, label=why, since=since, kind=kind
+        )
         self._show(step, f"policy:{kind}", f"Held: {why}", until)
         await self._sleep_until(until, f"{step.id}: held until {until:%Y-%m-%d %H:%M} UTC")
 
@@ -435,8 +437,8 @@ class JourneyInterpreter:
                     contact_key=self._contact_key,
                     template=spec.template,
                     purpose=spec.purpose,
-                    topic=spec.topic,
-                    window=self._journey.window_for(step),
+                    topic=spec.topic or "general",
+                    windows=self._journey.windows_for(step),
                     trigger=state.trigger,
                     event=state.current_event,
                     scheduled_at=workflow.now(),
