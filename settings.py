@@ -7,6 +7,9 @@ envconfig in `tidings.connection`, not here.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import secrets
 from pathlib import Path
 
 from pydantic import Field, model_validator
@@ -33,6 +36,24 @@ class Settings(BaseSettings):
     journeys_dir: Path = Field(default=PACKAGE_DIR / "journeys")
     templates_dir: Path = Field(default=PACKAGE_DIR / "templates")
     policy_file: Path = Field(default=PACKAGE_DIR / "policy.yaml")
+    compliance_file: Path = Field(
+        default=PACKAGE_DIR / "compliance.yaml",
+        description="Compliance lint rules, checked on submit and at every send.",
+    )
+    send_drafts: bool = Field(
+        default=False,
+        description="Send the newest draft when no version is approved (local development only).",
+    )
+    public_url: str = Field(
+        default="http://127.0.0.1:8080",
+        description="Where recipients reach the HTTP service (unsubscribe links).",
+    )
+    secret_key: str = Field(
+        default="",
+        description="Signs unsubscribe links; empty means a key kept in the data dir.",
+    )
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
     default_timezone: TimeZoneName = Field(
         default="UTC", description="Time zone of contacts that have none."
     )
@@ -56,6 +77,23 @@ class Settings(BaseSettings):
         if not self.database_url:
             self.database_url = f"sqlite:///{(self.data_dir / 'tidings.db').resolve()}"
         return self
+
+    def signing_key(self) -> str:
+        """The configured secret, or one generated once and kept in the data dir.
+
+        Links signed with it must keep working for years: changing it breaks
+        every unsubscribe link already sent.
+        """
+        if self.secret_key:
+            return self.secret_key
+        path = self.data_dir / "secret.key"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(descriptor, "w") as handle:
+                    handle.write(secrets.token_urlsafe(32))
+        return path.read_text().strip()
 
     @property
     def outbox_dir(self) -> Path:

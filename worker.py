@@ -24,12 +24,16 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from tidings import naming
 from tidings.activities.channels import EmailProvider
 from tidings.activities.channels.smtp import SmtpConfig, SmtpProvider
+from tidings.activities.compose import Composer
 from tidings.activities.contacts import ContactReader
 from tidings.activities.journal import JourneyJournal
 from tidings.activities.policy import PolicyGate
 from tidings.activities.send import EmailSender
 from tidings.catalog import Catalog
 from tidings.connection import connect, create_commands, missing_search_attributes
+from tidings.content.files import Brand
+from tidings.content.lint import load_compliance
+from tidings.content.lookups import LookupClient
 from tidings.db.engine import Database
 from tidings.errors import TidingsError
 from tidings.logs import configure_logging
@@ -72,6 +76,19 @@ def smtp_provider(settings: Settings) -> SmtpProvider:
     )
 
 
+def composer(settings: Settings, brand: Brand) -> Composer:
+    """What renders messages, for the worker and for previews alike."""
+    return Composer(
+        brand=brand,
+        compliance=load_compliance(settings.compliance_file),
+        lookups=LookupClient(),
+        public_url=settings.public_url,
+        secret_key=settings.signing_key(),
+        allow_drafts=settings.send_drafts,
+        default_timezone=settings.default_timezone,
+    )
+
+
 @dataclass
 class WorkerParts:
     """What a worker process runs; tests build it with their own client and servers."""
@@ -99,7 +116,7 @@ async def running_workers(parts: WorkerParts) -> AsyncIterator[list[Worker]]:
     )
     sender = EmailSender(
         db=parts.database,
-        templates=parts.catalog.templates,
+        composer=composer(settings, parts.catalog.brand),
         provider=parts.email_provider,
         sender=settings.email_from,
         default_timezone=settings.default_timezone,
@@ -164,6 +181,11 @@ async def main() -> None:
     settings = Settings()
     configure_logging(pretty=sys.stderr.isatty())
     catalog = Catalog.from_settings(settings)
+    if not settings.public_url.startswith("https://"):
+        log.warning(
+            "unsubscribe links are not https; set TIDINGS_PUBLIC_URL for real recipients",
+            public_url=settings.public_url,
+        )
     client = await connect()
     await check_search_attributes(client)
     parts = WorkerParts(

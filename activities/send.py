@@ -1,4 +1,4 @@
-"""The email send activity: render, claim the delivery, hand over, record.
+"""The email send activity: compose, claim the delivery, hand over, record.
 
 Idempotent by construction: the delivery row with the step's unique key is
 committed before the provider is called, so a retried activity or a replayed
@@ -7,8 +7,8 @@ workflow finds it and returns the earlier result instead of sending again.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr
 
@@ -24,15 +24,13 @@ from tidings.activities.channels import (
     PermanentSendError,
     TransientSendError,
 )
-from tidings.activities.rendering import ContactFields, RenderError, render, template_data
+from tidings.activities.compose import Composed, ComposeError, Composer, ComposeRequest
 from tidings.db import audit, deliveries
-from tidings.db.contacts import primary_address, snapshot
 from tidings.db.engine import Database
 from tidings.db.policy_facts import load_facts
 from tidings.errors import UnknownContactError
 from tidings.models.policy import Decision, Message, PolicyConfig
 from tidings.models.tables import Delivery
-from tidings.models.template import EmailTemplate
 from tidings.models.workflow_io import SendEmailInput, SendResult, SendStatus
 from tidings.policy.engine import decide
 
@@ -49,14 +47,14 @@ class EmailSender:
         self,
         *,
         db: Database,
-        templates: Mapping[str, EmailTemplate],
+        composer: Composer,
         provider: EmailProvider,
         sender: str,
         default_timezone: str,
         policy: PolicyConfig,
     ) -> None:
         self._db = db
-        self._templates = templates
+        self._composer = composer
         self._provider = provider
         self._sender = sender
         self._default_timezone = default_timezone
@@ -75,6 +73,16 @@ class EmailSender:
             topic=input.topic,
             scheduled_at=input.scheduled_at,
         )
+        request = ComposeRequest(
+            template=input.template,
+            channel="email",
+            contact_key=input.contact_key,
+            purpose=input.purpose,
+            topic=input.topic,
+            pinned=input.template_version,
+            trigger=input.trigger,
+            event=input.event,
+        )
         with self._db.session() as session:
             earlier = deliveries.find(session=session, idempotency_key=new.idempotency_key)
             if earlier is not None and earlier.status in deliveries.FINAL:
@@ -82,6 +90,18 @@ class EmailSender:
             late = _too_late(_now())
             if late:
                 return self._settle(session, new, deliveries.FAILED, late)
+            try:
+                prepared = self._composer.prepare(session, request)
+            except ComposeError as err:
+                return self._settle(session, new, err.status, str(err))
+        # Lookups and rendering happen outside any transaction: a slow catalog
+        # service must not hold the contact's row lock.
+        try:
+            composed = self._composer.finish(prepared, request)
+        except ComposeError as err:
+            with self._db.session() as session:
+                return self._settle(session, new, err.status, str(err))
+        with self._db.session() as session:
             # The policy again, at send time (consent may have changed while the
             # journey slept), in the same transaction as the claim, with the
             # contact's row locked: caps cannot be overshot by concurrent sends.
@@ -98,21 +118,43 @@ class EmailSender:
                     kind=decision.kind,
                     detail=decision.reason,
                 )
-            prepared = self._prepare(session, input)
-            if isinstance(prepared, tuple):
-                return self._settle(session, new, *prepared)
             claim = deliveries.claim(
-                session=session, new=new, to_address=prepared.to, now=_now(), counted_at=clock
+                session=session,
+                new=dataclasses.replace(
+                    new, template_version=composed.version, locale=composed.locale
+                ),
+                to_address=composed.to or "",
+                now=_now(),
+                counted_at=clock,
             )
+            if claim.verdict == "send" and composed.audit_notes():
+                audit.record_content(
+                    session=session,
+                    contact_key=input.contact_key,
+                    at=clock,
+                    journey=input.journey,
+                    step_id=input.step_id,
+                    template=composed.template,
+                    version=composed.version,
+                    locale=composed.locale,
+                    notes=composed.audit_notes(),
+                )
         if claim.verdict == "done":
             return _result(claim.delivery)
-        email = prepared.model_copy(
-            update={
-                "message_id": _message_id(input.idempotency_key, self._sender),
-                "headers": {DELIVERY_HEADER: claim.delivery.id},
-            }
-        )
+        email = self._email(composed, claim.delivery, input.idempotency_key)
         return self._hand_over(claim.delivery, email)
+
+    def _email(self, composed: Composed, delivery: Delivery, idempotency_key: str) -> OutgoingEmail:
+        assert composed.to is not None
+        return OutgoingEmail(
+            sender=self._sender,
+            to=composed.to,
+            subject=composed.parts["subject"],
+            text=composed.parts["text"],
+            html=composed.parts.get("html"),
+            message_id=_message_id(idempotency_key, self._sender),
+            headers={**composed.headers, DELIVERY_HEADER: delivery.id},
+        )
 
     def _check(self, session: Session, input: SendEmailInput, clock: datetime) -> Decision:
         message = Message(
@@ -153,45 +195,6 @@ class EmailSender:
     def _settle(session: Session, new: deliveries.NewDelivery, status: str, why: str) -> SendResult:
         return _result(
             deliveries.record(session=session, new=new, status=status, error=why, now=_now())
-        )
-
-    def _prepare(self, session: Session, input: SendEmailInput) -> OutgoingEmail | tuple[str, str]:
-        """The rendered email, or (status, reason) when there is nothing to send."""
-        template = self._templates.get(input.template)
-        if template is None:
-            return deliveries.FAILED, (
-                f"template {input.template!r} no longer exists; add templates/"
-                f"{input.template}.yaml back or change step {input.step_id!r}"
-            )
-        to = primary_address(session=session, key=input.contact_key, kind="email")
-        if to is None:
-            return deliveries.SKIPPED, "the contact has no email address"
-        traits = [p[2] for p in template.declared() if p[:2] == ("contact", "traits")]
-        try:
-            contact = snapshot(
-                session=session,
-                key=input.contact_key,
-                traits=traits,
-                default_timezone=self._default_timezone,
-            )
-            data = template_data(
-                template,
-                contact=ContactFields(**contact.model_dump()),
-                event=input.event,
-                trigger=input.trigger,
-            )
-            rendered = render(template, data)
-        except UnknownContactError:
-            return deliveries.SKIPPED, "the contact no longer exists"
-        except RenderError as err:
-            return deliveries.FAILED, str(err)
-        return OutgoingEmail(
-            sender=self._sender,
-            to=to,
-            subject=rendered.subject,
-            text=rendered.text,
-            html=rendered.html,
-            message_id="",
         )
 
     def _hand_over(self, delivery: Delivery, email: OutgoingEmail) -> SendResult:

@@ -1,4 +1,4 @@
-"""The audit log: every policy decision with its rule and inputs."""
+"""The audit log: every policy decision with its rule and inputs, and how content was chosen."""
 
 from __future__ import annotations
 
@@ -34,6 +34,35 @@ def record_decision(
                 **decision.inputs,
                 "until": decision.until.isoformat() if decision.until else None,
             },
+        )
+    )
+
+
+def record_content(
+    *,
+    session: Session,
+    contact_key: str,
+    at: datetime,
+    journey: str,
+    step_id: str,
+    template: str,
+    version: int,
+    locale: str,
+    notes: list[str],
+) -> None:
+    """How a send's content was chosen, when it was not plainly the approved text:
+    a stale translation used or skipped, a fallback, a failed lookup, a lint warning."""
+    session.add(
+        AuditRecord(
+            at=at,
+            contact_key=contact_key,
+            journey=journey,
+            step_id=step_id,
+            kind="content",
+            action="composed",
+            rule=f"{template} v{version} {locale}"[:200],
+            detail="; ".join(notes)[:1000],
+            data={"template": template, "version": version, "locale": locale, "notes": notes},
         )
     )
 

@@ -42,6 +42,8 @@ class NewDelivery:
     purpose: str
     topic: str | None
     scheduled_at: datetime
+    template_version: int | None = None
+    locale: str | None = None
 
 
 @dataclass(frozen=True)

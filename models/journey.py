@@ -187,6 +187,8 @@ class BranchStep(_Step):
 class Send(_Spec):
     channel: Literal["email"] = "email"
     template: TemplateName
+    version: int | None = Field(default=None, ge=1)
+    """Pin a template version; by default a send uses the newest approved one."""
     purpose: Purpose = "marketing"
     topic: Topic | None = None
     """What the message is about (billing, product-updates): preferences and caps use it.

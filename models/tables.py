@@ -38,7 +38,7 @@ def _json() -> Any:
     return Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Raise with every change to these tables; a database of another version is refused."""
 
 
@@ -137,6 +137,8 @@ class Delivery(SQLModel, table=True):
     step_id: str = Field(max_length=64)
     channel: str = Field(max_length=16)
     template: str = Field(max_length=100)
+    template_version: int | None = None
+    locale: str | None = Field(default=None, max_length=35)
     purpose: str = Field(max_length=16)
     topic: str | None = Field(default=None, max_length=64)
     to_address: str | None = Field(default=None, max_length=320)
@@ -232,3 +234,62 @@ class AuditRecord(SQLModel, table=True):
     rule: str = Field(max_length=200)
     detail: str = Field(default="", max_length=1000)
     data: dict[str, Any] = _json()
+
+
+class TemplateVersionRecord(SQLModel, table=True):
+    """One version of a template; its content never changes once submitted."""
+
+    __tablename__ = "template_versions"
+    __table_args__ = (UniqueConstraint("template", "version", name="uq_template_version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    template: str = Field(max_length=100, index=True)
+    version: int
+    status: str = Field(max_length=12)
+    content: dict[str, Any] = _json()
+    content_hash: str = Field(max_length=64)
+    created_by: str = Field(max_length=100)
+    created_at: datetime = _time()
+    updated_at: datetime = _time()
+    decided_by: str | None = Field(default=None, max_length=100)
+    decided_at: datetime | None = _time(nullable=True)
+    comment: str | None = Field(default=None, max_length=2000)
+
+
+class TranslationRecord(SQLModel, table=True):
+    """One revision of a template's translation into a locale, of one source version."""
+
+    __tablename__ = "template_translations"
+    __table_args__ = (
+        UniqueConstraint("template", "locale", "revision", name="uq_translation_revision"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    template: str = Field(max_length=100, index=True)
+    locale: str = Field(max_length=35)
+    revision: int
+    source_version: int
+    status: str = Field(max_length=12)
+    content: dict[str, Any] = _json()
+    content_hash: str = Field(max_length=64)
+    created_by: str = Field(max_length=100)
+    created_at: datetime = _time()
+    updated_at: datetime = _time()
+    decided_by: str | None = Field(default=None, max_length=100)
+    decided_at: datetime | None = _time(nullable=True)
+    comment: str | None = Field(default=None, max_length=2000)
+
+
+class TemplateEventRecord(SQLModel, table=True):
+    """Who did what to which template version or translation, when (the history)."""
+
+    __tablename__ = "template_history"
+
+    id: int | None = Field(default=None, primary_key=True)
+    template: str = Field(max_length=100, index=True)
+    version: int | None = None
+    locale: str | None = Field(default=None, max_length=35)
+    action: str = Field(max_length=16)
+    actor: str = Field(max_length=100)
+    comment: str | None = Field(default=None, max_length=2000)
+    at: datetime = _time()

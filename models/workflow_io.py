@@ -144,6 +144,8 @@ class SendEmailInput(BaseModel):
     step_id: str
     contact_key: str
     template: str
+    template_version: int | None = None
+    """The version the step pins; None sends the newest approved one."""
     purpose: Purpose
     topic: Annotated[str, BeforeValidator(lambda v: v or "general")] = "general"
     """Before topics were required, sends had none: those count as `general`."""

@@ -10,10 +10,11 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from tidings.catalog import Catalog, load_templates, validate_files
+from tidings.catalog import Catalog, validate_files
+from tidings.content.files import load_library
 from tidings.logs import configure_logging
 from tidings.settings import Settings
-from tidings.starter import cli_policy
+from tidings.starter import cli_policy, cli_templates
 from tidings.starter.cli_support import (
     DataDir,
     echo_json,
@@ -35,6 +36,7 @@ app = typer.Typer(
 journeys_app = typer.Typer(help="Journey files: validate and list.", no_args_is_help=True)
 app.add_typer(journeys_app, name="journeys")
 cli_policy.register(app)
+cli_templates.register(app)
 
 R = TypeVar("R")
 
@@ -57,13 +59,33 @@ def dev(
     temporal_port: Annotated[int, typer.Option(help="Temporal frontend port.")] = 7233,
     ui_port: Annotated[int, typer.Option(help="Temporal UI port.")] = 8233,
     smtp_port: Annotated[int, typer.Option(help="Port of the local SMTP server.")] = 1025,
+    http_port: Annotated[
+        int, typer.Option(help="Port of the HTTP service (unsubscribe links).")
+    ] = 8080,
 ) -> None:
     """Run Temporal, a local SMTP server, the database and the worker, in the foreground."""
     settings = settings_for(data_dir)
     configure_logging(pretty=True)
-    ports = DevPorts(temporal=temporal_port, ui=ui_port, smtp=smtp_port)
+    ports = DevPorts(temporal=temporal_port, ui=ui_port, smtp=smtp_port, http=http_port)
     _run_until_signal(lambda stop: run_dev(settings, ports, stop, announce=typer.echo))
     typer.echo("tidings dev stopped")
+
+
+@app.command()
+@friendly_errors
+def serve(
+    data_dir: DataDir = None,
+    host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+) -> None:
+    """Run the HTTP service (unsubscribe links) in the foreground."""
+    from tidings.starter.service import serve_forever
+
+    settings = settings_for(data_dir)
+    configure_logging(pretty=True)
+    host, port = host or settings.http_host, port or settings.http_port
+    typer.echo(f"tidings HTTP service on http://{host}:{port} (Ctrl-C stops it)")
+    _run_until_signal(lambda stop: serve_forever(settings, host=host, port=port, stop=stop))
 
 
 @app.command()
@@ -198,7 +220,7 @@ def journeys_validate(
 ) -> None:
     """Check journey files (and the templates they send) without starting anything."""
     settings = settings_for(data_dir)
-    problems = validate_files(paths, load_templates(settings.templates_dir))
+    problems = validate_files(paths, load_library(settings.templates_dir).templates)
     for problem in problems:
         typer.echo(f"error: {problem}", err=True)
     if problems:

@@ -28,13 +28,18 @@ from tidings.activities.channels.smtp import SmtpConfig, SmtpProvider
 from tidings.catalog import Catalog
 from tidings.connection import connect, search_attribute_flags
 from tidings.db.engine import Database
+from tidings.db.templates import Pushed
 from tidings.errors import TidingsError
 from tidings.settings import Settings
 from tidings.starter.ports import port_in_use
+from tidings.starter.service import create_app, running_service
 from tidings.starter.smtp_sink import SmtpSink
+from tidings.starter.template_admin import TemplateAdmin
 from tidings.worker import WorkerParts, serve
 
 STARTUP_TIMEOUT_SECONDS = 60
+DEV_ACTOR = "tidings-dev"
+"""Who pushes the template files at `tidings dev` start, in the history."""
 PR_SET_PDEATHSIG = 1
 
 
@@ -43,6 +48,7 @@ class DevPorts:
     temporal: int = 7233
     ui: int = 8233
     smtp: int = 1025
+    http: int = 8080
 
 
 def find_binary(name: str) -> str:
@@ -148,12 +154,30 @@ async def run_dev(
     *,
     announce: Callable[[str], None] = print,
 ) -> None:
-    """Start the stack, announce it, run until `stop` is set, then stop it all."""
+    """Start the stack, announce it, run until `stop` is set, then stop it all.
+
+    Locally, drafts are sent (nobody has to approve a template to try it) and
+    the template files are pushed at start, so an edit shows up on restart.
+    """
+    settings = settings.model_copy(
+        update={"send_drafts": True, "public_url": f"http://127.0.0.1:{ports.http}"}
+    )
     catalog = Catalog.from_settings(settings)
-    if port_in_use(ports.smtp):
-        raise TidingsError(f"port {ports.smtp} for SMTP is in use; choose another with --smtp-port")
+    for name, port in (("SMTP", ports.smtp), ("the HTTP service", ports.http)):
+        if port_in_use(port):
+            raise TidingsError(
+                f"port {port} for {name} is in use; stop what holds it or choose another "
+                "(tidings dev --help lists the port options)"
+            )
     async with temporal_dev_server(settings, ports) as client:
         database = Database(settings.database_url)
+        pushed = TemplateAdmin(database, settings).push(actor=DEV_ACTOR)
+        app = create_app(
+            database=database,
+            secret_key=settings.signing_key(),
+            company=catalog.brand.company,
+            sms_help_text=catalog.policy.sms_help_text,
+        )
         with SmtpSink(settings.outbox_dir, port=ports.smtp) as sink:
             parts = WorkerParts(
                 client=client,
@@ -162,18 +186,20 @@ async def run_dev(
                 database=database,
                 email_provider=SmtpProvider(SmtpConfig(host=sink.host, port=sink.port)),
             )
-            announce(_banner(settings, ports, catalog))
-            await serve(parts, stop)
+            async with running_service(app, host="127.0.0.1", port=ports.http):
+                announce(_banner(settings, ports, catalog, pushed))
+                await serve(parts, stop)
         database.dispose()
 
 
-def _banner(settings: Settings, ports: DevPorts, catalog: Catalog) -> str:
+def _banner(settings: Settings, ports: DevPorts, catalog: Catalog, pushed: list[Pushed]) -> str:
     env = ""
     if ports.temporal != DevPorts.temporal:
         env += f"TEMPORAL_ADDRESS=127.0.0.1:{ports.temporal} "
     if settings.data_dir != Path(".tidings"):
         env += f"TIDINGS_DATA_DIR={settings.data_dir} "
     journeys = ", ".join(f"{j.name} v{j.version}" for j in catalog.journeys.values())
+    changed = sum(1 for p in pushed if p.change != "unchanged")
     return "\n".join(
         [
             "tidings dev is running (Ctrl-C stops it all)",
@@ -183,6 +209,9 @@ def _banner(settings: Settings, ports: DevPorts, catalog: Catalog) -> str:
             f"  SMTP (dev)      127.0.0.1:{ports.smtp}  (kept in {settings.outbox_dir})",
             f"  database        {settings.database_url}",
             f"  journeys        {journeys}",
+            f"  templates       {len(catalog.templates)} pushed from {settings.templates_dir} "
+            f"({changed} changed; drafts are sent in dev)",
+            f"  HTTP service    http://127.0.0.1:{ports.http}  (unsubscribe links, /docs)",
             "",
             "Try it in another terminal:",
             f"  {env}tidings identify ada --email ada@example.com --timezone Europe/London "
@@ -192,6 +221,7 @@ def _banner(settings: Settings, ports: DevPorts, catalog: Catalog) -> str:
             f"  {env}tidings track ada signed_up --prop plan=pro",
             f"  {env}tidings status ada",
             f"  {env}tidings outbox",
+            f"  {env}tidings templates preview welcome --contact ada --locale fr",
             f"  {env}tidings explain ada",
         ]
     )

@@ -8,9 +8,9 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlmodel import select
 from temporalio.client import Client, WorkflowHandle
@@ -19,9 +19,14 @@ from temporalio.testing import WorkflowEnvironment
 
 from tidings import naming
 from tidings.activities.channels.smtp import SmtpConfig, SmtpProvider
+from tidings.activities.send import EmailSender
 from tidings.catalog import Catalog
 from tidings.connection import register_search_attributes
+from tidings.content.files import load_library
+from tidings.content.lint import load_compliance
+from tidings.db import templates
 from tidings.db.engine import Database
+from tidings.models.policy import PolicyConfig
 from tidings.models.tables import Delivery, JourneyRun
 from tidings.models.workflow_io import JourneyResult
 from tidings.settings import PACKAGE_DIR, Settings
@@ -29,12 +34,69 @@ from tidings.starter.client import TidingsClient
 from tidings.starter.dev import find_binary
 from tidings.starter.outbox import OutboxMessage, read_email_outbox
 from tidings.starter.smtp_sink import SmtpSink
-from tidings.worker import WorkerParts, running_workers
+from tidings.worker import WorkerParts, composer, running_workers
 
 T = TypeVar("T")
 
 EXAMPLE_JOURNEYS = PACKAGE_DIR / "journeys"
 EXAMPLE_TEMPLATES = PACKAGE_DIR / "templates"
+AUTHOR = "ann.author@acme.example"
+REVIEWER = "rob.reviewer@acme.example"
+
+
+def publish(database: Database, templates_dir: Path = EXAMPLE_TEMPLATES) -> list[templates.Pushed]:
+    """Push every template and translation, submit them and approve them (two people)."""
+    compliance = load_compliance(PACKAGE_DIR / "compliance.yaml")
+    now = datetime.now(UTC)
+    with database.session() as session:
+        pushed = templates.push(
+            session=session, library=load_library(templates_dir), actor=AUTHOR, now=now
+        )
+        for item in pushed:
+            if item.status != templates.DRAFT:
+                continue
+            name, number, locale = item.template, item.version, item.locale
+            templates.submit(
+                session=session,
+                template=name,
+                number=number,
+                locale=locale,
+                actor=AUTHOR,
+                compliance=compliance,
+                now=now,
+            )
+            templates.approve(
+                session=session,
+                template=name,
+                number=number,
+                locale=locale,
+                actor=REVIEWER,
+                comment=None,
+                now=now,
+            )
+    return pushed
+
+
+def make_sender(
+    database: Database,
+    smtp: SmtpSink,
+    data_dir: Path,
+    *,
+    templates_dir: Path = EXAMPLE_TEMPLATES,
+    policy: PolicyConfig | None = None,
+    **settings: Any,
+) -> EmailSender:
+    """The send activity as a worker builds it, over the published templates."""
+    publish(database, templates_dir)
+    config = Settings(data_dir=data_dir, templates_dir=templates_dir, **settings)
+    return EmailSender(
+        db=database,
+        composer=composer(config, load_library(templates_dir).brand),
+        provider=SmtpProvider(SmtpConfig(host=smtp.host, port=smtp.port, timeout_seconds=5)),
+        sender="Acme <hello@acme.example>",
+        default_timezone="UTC",
+        policy=policy or PolicyConfig(),
+    )
 
 
 async def start_time_skipping() -> WorkflowEnvironment:
@@ -134,6 +196,7 @@ async def running_stack(
     templates_dir: Path = EXAMPLE_TEMPLATES,
     database_url: str = "",
     history_event_limit: int = 2_000,
+    publish_templates: bool = True,
 ) -> AsyncIterator[Stack]:
     settings = Settings(
         data_dir=data_dir,
@@ -145,6 +208,8 @@ async def running_stack(
     )
     catalog = Catalog.from_settings(settings)
     database = Database(settings.database_url)
+    if publish_templates:
+        publish(database, templates_dir)
     parts = WorkerParts(
         client=env.client,
         settings=settings,

@@ -19,6 +19,7 @@ from tidings.errors import InputError, TidingsError, UnknownContactError
 from tidings.models.contact import IdentifyContact
 from tidings.models.events import JourneyEvent
 from tidings.models.journey import Reentry
+from tidings.models.tables import SCHEMA_VERSION
 from tidings.starter.smtp_sink import SmtpSink
 
 NOW = datetime(2026, 11, 23, 12, 30, tzinfo=UTC)
@@ -215,5 +216,7 @@ def test_a_database_made_by_another_version_is_refused_with_the_fix(tmp_path: Pa
     with engine.begin() as connection:
         connection.execute(text("UPDATE schema_info SET version = 1"))
     engine.dispose()
-    with pytest.raises(TidingsError, match="has schema version 1, and this tidings needs 2"):
+    with pytest.raises(
+        TidingsError, match=f"has schema version 1, and this tidings needs {SCHEMA_VERSION}"
+    ):
         Database(url)

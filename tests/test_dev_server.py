@@ -9,11 +9,13 @@ import signal
 import sys
 from pathlib import Path
 
-from support import EXAMPLE_TEMPLATES, eventually, running_stack
+import httpx
+from support import EXAMPLE_TEMPLATES, eventually, publish, running_stack
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from tidings import naming
+from tidings.db.engine import Database
 from tidings.models.events import JourneyEvent
 from tidings.models.workflow_io import JourneyResult, JourneyStatus
 from tidings.settings import PACKAGE_DIR, Settings
@@ -51,7 +53,12 @@ class DevProcess:
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
-        self.ports = {"temporal": free_port(), "ui": free_port(), "smtp": free_port()}
+        self.ports = {
+            "temporal": free_port(),
+            "ui": free_port(),
+            "smtp": free_port(),
+            "http": free_port(),
+        }
         self.env = {
             **os.environ,
             "TIDINGS_DATA_DIR": str(data_dir),
@@ -72,6 +79,8 @@ class DevProcess:
             str(self.ports["ui"]),
             "--smtp-port",
             str(self.ports["smtp"]),
+            "--http-port",
+            str(self.ports["http"]),
             env=self.env,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
@@ -116,6 +125,9 @@ async def test_tidings_dev_runs_the_stack_and_resumes_sleeping_journeys_after_a_
     try:
         await dev.start()
         assert f"http://localhost:{dev.ports['ui']}" in dev.output
+        async with httpx.AsyncClient() as http:
+            health = await http.get(f"http://127.0.0.1:{dev.ports['http']}/health")
+        assert health.json() == {"status": "ok"}
         await dev.cli(
             "identify", "dev-1", "--email", "dev@example.com", "--trait", "first_name=Dev"
         )
@@ -127,7 +139,7 @@ async def test_tidings_dev_runs_the_stack_and_resumes_sleeping_journeys_after_a_
 
         assert await dev.stop() == 0
         assert "tidings dev stopped" in dev.output
-        assert not port_in_use(dev.ports["temporal"]) and not port_in_use(dev.ports["smtp"])
+        assert not any(port_in_use(port) for port in dev.ports.values())
         await asyncio.sleep(4)  # the journey's timer comes due while nothing runs
 
         await dev.start()
@@ -155,10 +167,14 @@ async def test_python_worker_py_runs_the_worker_alone_against_a_cluster(
     dev_server: WorkflowEnvironment, smtp: SmtpSink, tmp_path: Path, contact_key: str
 ) -> None:
     database_url = f"sqlite:///{tmp_path / 'app.db'}"
+    database = Database(database_url)
+    publish(database)
+    database.dispose()
     env = {
         **os.environ,
         "TEMPORAL_ADDRESS": dev_server.client.service_client.config.target_host,
         "TIDINGS_DATABASE_URL": database_url,
+        "TIDINGS_DATA_DIR": str(tmp_path),
         "TIDINGS_JOURNEYS_DIR": str(QUICK_JOURNEYS),
         "TIDINGS_SMTP_HOST": smtp.host,
         "TIDINGS_SMTP_PORT": str(smtp.port),

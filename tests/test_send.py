@@ -10,14 +10,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 from sqlmodel import select
-from support import EXAMPLE_TEMPLATES, Stack
+from support import Stack, make_sender
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from tidings.activities.channels.smtp import SmtpConfig, SmtpProvider
 from tidings.activities.send import EmailSender
-from tidings.catalog import load_templates
 from tidings.db.contacts import upsert_contact
 from tidings.db.engine import Database
 from tidings.models.contact import IdentifyContact
@@ -55,15 +53,8 @@ def database(tmp_path: Path) -> Iterator[Database]:
 
 
 @pytest.fixture
-def sender(database: Database, smtp: SmtpSink) -> EmailSender:
-    return EmailSender(
-        db=database,
-        templates=load_templates(EXAMPLE_TEMPLATES),
-        provider=SmtpProvider(SmtpConfig(host=smtp.host, port=smtp.port, timeout_seconds=5)),
-        sender="Acme <hello@acme.example>",
-        default_timezone="UTC",
-        policy=PolicyConfig(),
-    )
+def sender(database: Database, smtp: SmtpSink, tmp_path: Path) -> EmailSender:
+    return make_sender(database, smtp, tmp_path)
 
 
 def send_input(key: str = "journey/cart/c1/1/reminder/1", **changes: object) -> SendEmailInput:
@@ -122,7 +113,7 @@ def test_a_send_reaches_the_smtp_server_as_multipart_text_and_html(
     assert (row.status, row.to_address, row.attempts) == ("sent", "ann@example.com", 1)
     assert message.to == "ann@example.com"
     assert message.subject == "You left something in your cart"
-    assert "Hi Ann," in message.text and "150.00 EUR" in message.text
+    assert "Hi Ann," in message.text and "€150.00" in message.text
     assert message.html is not None and "<p>Hi Ann,</p>" in message.html
     assert message.delivery_id == row.id
     assert message.message_id == row.provider_message_id
@@ -220,7 +211,10 @@ def test_missing_required_data_fails_with_the_field_and_the_fix(
     result = activity_env().run(sender.send_email, send_input(trigger=bare, event=bare))
     assert result.status == "failed"
     assert "trigger.properties.cart_url" in result.detail
-    assert "give the field a default in templates/cart-reminder.yaml" in result.detail
+    assert (
+        "give the field a default or add a `fallback:` email variant to "
+        "templates/cart-reminder.yaml"
+    ) in result.detail
     assert smtp_messages(smtp) == []
     assert [r.status for r in rows(database)] == ["failed"]
 
@@ -309,19 +303,14 @@ async def test_an_internationalized_address_goes_over_smtputf8(
 def test_a_template_that_breaks_on_its_data_fails_that_send_with_the_reason(
     database: Database, smtp: SmtpSink, tmp_path: Path
 ) -> None:
-    (tmp_path / "ratio.yaml").write_text(
-        "subject: Ratio\n"
-        "text: '{{ 1 / trigger.properties.total }}'\n"
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "ratio.yaml").write_text(
+        "purpose: service\n"
+        "email: {subject: Ratio, text: '{{ 1 / trigger.properties.total }}'}\n"
         "fields: {trigger.properties.total: required}\n"
     )
-    broken = EmailSender(
-        db=database,
-        templates=load_templates(tmp_path),
-        provider=SmtpProvider(SmtpConfig(host=smtp.host, port=smtp.port)),
-        sender="Acme <hello@acme.example>",
-        default_timezone="UTC",
-        policy=PolicyConfig(),
-    )
+    broken = make_sender(database, smtp, tmp_path, templates_dir=templates)
     zero = JourneyEvent(event_id="z", name="cart_updated", properties={"total": 0}, occurred_at=NOW)
     result = activity_env().run(
         broken.send_email, send_input(template="ratio", trigger=zero, event=zero)
@@ -331,15 +320,13 @@ def test_a_template_that_breaks_on_its_data_fails_that_send_with_the_reason(
 
 
 def test_a_retry_does_not_wait_for_its_own_earlier_attempt_under_a_cap(
-    database: Database, smtp: SmtpSink
+    database: Database, smtp: SmtpSink, tmp_path: Path
 ) -> None:
     """2 of 3 marketing messages this week are used; this one's first attempt hit a 451."""
-    capped = EmailSender(
-        db=database,
-        templates=load_templates(EXAMPLE_TEMPLATES),
-        provider=SmtpProvider(SmtpConfig(host=smtp.host, port=smtp.port)),
-        sender="Acme <hello@acme.example>",
-        default_timezone="UTC",
+    capped = make_sender(
+        database,
+        smtp,
+        tmp_path,
         policy=PolicyConfig(caps=[Cap(name="3 a week", max=3, per=timedelta(days=7))]),
     )
     for n in (1, 2):

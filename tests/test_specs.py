@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
 import textwrap
 from pathlib import Path
 
 import pytest
 from support import EXAMPLE_JOURNEYS, EXAMPLE_TEMPLATES
 
-from tidings.catalog import Catalog, load_journey, load_template, load_templates
+from tidings.catalog import Catalog, load_journey
+from tidings.content.files import load_library
 from tidings.errors import SpecError
 
 VALID = """\
@@ -29,7 +31,7 @@ def problems_in(tmp_path: Path, text: str) -> list[str]:
     path = tmp_path / "journey.yaml"
     path.write_text(textwrap.dedent(text))
     with pytest.raises(SpecError) as caught:
-        load_journey(path, load_templates(EXAMPLE_TEMPLATES))
+        load_journey(path, load_library(EXAMPLE_TEMPLATES).templates)
     return caught.value.problems
 
 
@@ -46,7 +48,7 @@ def test_the_example_journeys_and_templates_are_valid() -> None:
 def test_a_valid_file_loads(tmp_path: Path) -> None:
     path = tmp_path / "ok.yaml"
     path.write_text(VALID)
-    journey = load_journey(path, load_templates(EXAMPLE_TEMPLATES))
+    journey = load_journey(path, load_library(EXAMPLE_TEMPLATES).templates)
     assert [s.id for s in journey.steps] == ["first", "nudge"]
 
 
@@ -205,63 +207,6 @@ def test_a_catalog_with_a_bad_file_refuses_to_load_and_names_it(tmp_path: Path) 
     assert problem.startswith(f"{journeys / 'bad.yaml'}:8: step 'first'")
 
 
-def write_template(tmp_path: Path, body: str) -> Path:
-    path = tmp_path / "promo.yaml"
-    path.write_text(textwrap.dedent(body))
-    return path
-
-
-def test_a_template_syntax_error_names_the_part_and_line(tmp_path: Path) -> None:
-    path = write_template(
-        tmp_path,
-        """\
-        subject: Hello
-        text: |
-          Hi there,
-          {{ contact.traits.first_name }
-        fields:
-          contact.traits.first_name: {default: there}
-        """,
-    )
-    with pytest.raises(SpecError) as caught:
-        load_template(path)
-    [problem] = caught.value.problems
-    assert problem.startswith(f"{path}: text line 2:")
-
-
-def test_a_template_that_reads_an_undeclared_field_is_refused_at_load(tmp_path: Path) -> None:
-    path = write_template(
-        tmp_path,
-        """\
-        subject: Hello {{ contact.traits.first_name }}
-        text: "{% for item in event.properties.items %}{{ item.name }}{% endfor %}"
-        fields:
-          event.properties.items: required
-        """,
-    )
-    with pytest.raises(SpecError) as caught:
-        load_template(path)
-    [problem] = caught.value.problems
-    assert "subject: uses contact.traits.first_name but does not declare it" in problem
-
-
-def test_template_field_declarations_are_checked(tmp_path: Path) -> None:
-    path = write_template(
-        tmp_path,
-        """\
-        subject: Hello
-        text: Hi
-        fields:
-          contact.traits: required
-          contact.email: required
-          order.id: required
-        """,
-    )
-    with pytest.raises(SpecError) as caught:
-        load_template(path)
-    assert len(caught.value.problems) == 3
-
-
 TRANSACTIONAL = VALID.replace(
     "send: {template: check-in, purpose: service, topic: onboarding}",
     "send: {template: check-in, purpose: transactional, topic: billing}",
@@ -294,9 +239,10 @@ def test_a_rationale_on_the_step_journey_or_template_is_enough(tmp_path: Path, w
     else:
         templates_dir = tmp_path / "templates"
         templates_dir.mkdir()
+        shutil.copytree(EXAMPLE_TEMPLATES / "_partials", templates_dir / "_partials")
         source = (EXAMPLE_TEMPLATES / "check-in.yaml").read_text()
         (templates_dir / "check-in.yaml").write_text(source + "rationale: Account notice.\n")
     path = tmp_path / "journey.yaml"
     path.write_text(text)
-    journey = load_journey(path, load_templates(templates_dir))
+    journey = load_journey(path, load_library(templates_dir).templates)
     assert journey.steps[1].send.purpose == "transactional"  # type: ignore[union-attr]

@@ -1,0 +1,1 @@
+"""Content: templates as authored, versioned, translated, rendered and linted."""
