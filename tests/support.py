@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlmodel import select
 from temporalio.client import Client, WorkflowHandle
+from temporalio.common import RetryPolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from tidings import naming
 from tidings.activities.channels.smtp import SmtpConfig, SmtpProvider
@@ -35,6 +37,7 @@ from tidings.starter.dev import find_binary
 from tidings.starter.outbox import OutboxMessage, read_email_outbox
 from tidings.starter.smtp_sink import SmtpSink
 from tidings.worker import WorkerParts, composer, running_workers
+from tidings.workflows.interpreter import SEND_DEADLINE, SEND_TIMEOUT
 
 T = TypeVar("T")
 
@@ -77,6 +80,23 @@ def publish(database: Database, templates_dir: Path = EXAMPLE_TEMPLATES) -> list
     return pushed
 
 
+def activity_env(
+    *, attempt: int = 1, retry_policy: RetryPolicy | None = None, scheduled_ago: float = 0
+) -> ActivityEnvironment:
+    """An activity context as the worker gives one: attempt, retry policy, deadlines."""
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(
+        env.info,
+        attempt=attempt,
+        retry_policy=retry_policy,
+        scheduled_time=datetime.now(UTC) - timedelta(seconds=scheduled_ago),
+        started_time=datetime.now(UTC),
+        schedule_to_close_timeout=SEND_DEADLINE,
+        start_to_close_timeout=SEND_TIMEOUT,
+    )
+    return env
+
+
 def make_sender(
     database: Database,
     smtp: SmtpSink,
@@ -84,10 +104,12 @@ def make_sender(
     *,
     templates_dir: Path = EXAMPLE_TEMPLATES,
     policy: PolicyConfig | None = None,
+    publish_templates: bool = True,
     **settings: Any,
 ) -> EmailSender:
     """The send activity as a worker builds it, over the published templates."""
-    publish(database, templates_dir)
+    if publish_templates:
+        publish(database, templates_dir)
     config = Settings(data_dir=data_dir, templates_dir=templates_dir, **settings)
     return EmailSender(
         db=database,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,10 +9,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 from sqlmodel import select
-from support import Stack, make_sender
+from support import Stack, activity_env, make_sender
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
-from temporalio.testing import ActivityEnvironment
 
 from tidings.activities.send import EmailSender
 from tidings.db.contacts import upsert_contact
@@ -25,7 +23,7 @@ from tidings.models.tables import Delivery
 from tidings.models.workflow_io import SendEmailInput
 from tidings.starter.outbox import OutboxMessage, read_email_outbox
 from tidings.starter.smtp_sink import DROP_AFTER_ACCEPT, SmtpSink
-from tidings.workflows.interpreter import SEND_DEADLINE, SEND_RETRY, SEND_TIMEOUT
+from tidings.workflows.interpreter import SEND_RETRY
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
 CART = {"total": 150.0, "currency": "EUR", "cart_url": "https://shop.example/cart/1"}
@@ -74,23 +72,6 @@ def send_input(key: str = "journey/cart/c1/1/reminder/1", **changes: object) -> 
     }
     values.update(changes)
     return SendEmailInput.model_validate(values)
-
-
-def activity_env(
-    *, attempt: int = 1, retry_policy: RetryPolicy | None = None, scheduled_ago: float = 0
-) -> ActivityEnvironment:
-    """An activity context as the worker gives one: attempt, retry policy, deadlines."""
-    env = ActivityEnvironment()
-    env.info = dataclasses.replace(
-        env.info,
-        attempt=attempt,
-        retry_policy=retry_policy,
-        scheduled_time=datetime.now(UTC) - timedelta(seconds=scheduled_ago),
-        started_time=datetime.now(UTC),
-        schedule_to_close_timeout=SEND_DEADLINE,
-        start_to_close_timeout=SEND_TIMEOUT,
-    )
-    return env
 
 
 def smtp_messages(smtp: SmtpSink) -> list[OutboxMessage]:
