@@ -141,7 +141,9 @@ def test_marketing_email_carries_rfc_8058_one_click_headers_and_the_postal_addre
         assert url in part  # the same link in the body as in the header
         assert "548 Market St, San Francisco, CA 94104" in part  # CAN-SPAM
     assert "€1,234.50" in text  # babel, en
-    assert 'style="color:#777' in html  # the footer partial, styles inline
+    # The brand layout's stylesheet, inlined (mail clients drop <style> blocks).
+    assert '<div class="brand" style="font-size: 20px;font-weight: bold' in html
+    assert "<style>" not in html
 
 
 def test_service_mail_has_no_unsubscribe_headers(sender: EmailSender, smtp: SmtpSink) -> None:
