@@ -70,8 +70,11 @@ def _moment(value: Any) -> datetime | date:
 
 @pass_context
 def _format_date(context: Context, value: Any, format: str = "medium") -> str:
-    locale, _ = _babel(context)
-    return format_date(_moment(value), format=format, locale=locale)
+    locale, tz = _babel(context)
+    moment = _moment(value)
+    if isinstance(moment, datetime) and moment.tzinfo is not None:
+        moment = moment.astimezone(tz)  # the recipient's date, not UTC's
+    return format_date(moment, format=format, locale=locale)
 
 
 @pass_context

@@ -9,6 +9,7 @@ the path (`../admin`, `@evil.example`).
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -26,11 +27,16 @@ from tidings.content.spec import Lookup
 log = structlog.get_logger(__name__)
 
 MAX_BODY_BYTES = 1_000_000
+MAX_CACHED = 10_000
+"""Cached responses kept before expired ones are dropped (URLs may be per contact)."""
 
 
 def _quoted(value: Any) -> str:
     if value is None:
         raise ValueError("a value in the lookup URL is missing")
+    if str(value) in (".", ".."):
+        # Percent-encoding leaves dots alone, and URL normalization would walk up.
+        raise ValueError(f"{value!r} cannot be a URL path segment")
     return quote(str(value), safe="")
 
 
@@ -81,27 +87,46 @@ class LookupClient:
             cached = self._cache.get(url)
         if cached is not None and cached[0] > now:
             return cached[1]
-        timeout = lookup.timeout.total_seconds()
-        try:
-            response = self._client.get(
-                url, timeout=timeout, headers={"Accept": "application/json"}
-            )
-        except httpx.TimeoutException:
-            raise LookupFailed(f"{_host(url)} did not answer within {timeout:g}s") from None
-        except httpx.HTTPError as err:
-            raise LookupFailed(f"{_host(url)} failed: {type(err).__name__}: {err}") from None
-        if response.status_code != 200:
-            raise LookupFailed(f"{_host(url)} answered HTTP {response.status_code}")
-        if len(response.content) > MAX_BODY_BYTES:
-            raise LookupFailed(f"{_host(url)} answered more than {MAX_BODY_BYTES} bytes")
-        try:
-            value: JsonValue = response.json()
-        except ValueError:
-            raise LookupFailed(f"{_host(url)} answered something that is not JSON") from None
+        value: JsonValue = json.loads(self._body(url, lookup.timeout.total_seconds()))
         if lookup.cache is not None:
             with self._lock:
+                if len(self._cache) >= MAX_CACHED:
+                    self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
                 self._cache[url] = (now + lookup.cache.total_seconds(), value)
         return value
+
+    def _body(self, url: str, timeout: float) -> bytes:
+        """The JSON response body, within `timeout` in all (httpx's timeout is per
+        read: a server trickling bytes would otherwise hold the send for long)."""
+        deadline = time.monotonic() + timeout
+        late = f"{_host(url)} did not answer within {timeout:g}s"
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            with self._client.stream(
+                "GET", url, timeout=timeout, headers={"Accept": "application/json"}
+            ) as response:
+                if response.status_code != 200:
+                    raise LookupFailed(f"{_host(url)} answered HTTP {response.status_code}")
+                for chunk in response.iter_bytes():
+                    size += len(chunk)
+                    if size > MAX_BODY_BYTES:
+                        raise LookupFailed(
+                            f"{_host(url)} answered more than {MAX_BODY_BYTES} bytes"
+                        )
+                    if time.monotonic() > deadline:
+                        raise LookupFailed(late)
+                    chunks.append(chunk)
+        except httpx.TimeoutException:
+            raise LookupFailed(late) from None
+        except httpx.HTTPError as err:
+            raise LookupFailed(f"{_host(url)} failed: {type(err).__name__}: {err}") from None
+        body = b"".join(chunks)
+        try:
+            json.loads(body)
+        except ValueError:
+            raise LookupFailed(f"{_host(url)} answered something that is not JSON") from None
+        return body
 
     def close(self) -> None:
         self._client.close()

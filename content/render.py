@@ -14,13 +14,18 @@ from typing import Any
 import css_inline
 from jinja2 import Template
 from jinja2.sandbox import SandboxedEnvironment
+from markupsafe import escape
 from pydantic import BaseModel, JsonValue
 
 from tidings.content.environment import LOCALE_VAR, TIMEZONE_VAR, environments
 from tidings.content.spec import StoredTemplate, TemplateSpec, Variants
 from tidings.models.events import JourneyEvent
 
-_LEFTOVER = re.compile(r"\{\{|\}\}|\{%|%\}")
+_LEFTOVER = re.compile(r"\{\{|\{%")
+"""Template syntax that survived rendering. Jinja renders every tag it parsed, so
+this can only come from data (or a raw block): a value that looks like template
+syntax is treated as an injection attempt and that content is not sent. Closing
+braces alone are not suspicious (JSON chat blocks and CSS end in them)."""
 REQUIRED_PARTS = {
     "email": ("subject", "text"),
     "sms": ("text",),
@@ -98,9 +103,9 @@ def render(
         (v for v in (fallback, spec.fallback) if v is not None and channel in v.channels()), None
     )
     if chosen is None:
+        fix = "give the field a default or add" if missing else "add"
         raise RenderError(
-            f"{problem}; give the field a default or add a `fallback:` {channel} variant "
-            f"to templates/{template}.yaml"
+            f"{problem}; {fix} a `fallback:` {channel} variant to templates/{template}.yaml"
         )
     try:
         parts = _render_variant(stored, chosen, channel, data, locale, inputs)
@@ -171,7 +176,10 @@ def _render_variant(
                 f"{channel}.{part} failed to render: {type(err).__name__}: {err}"
             ) from err
         if _LEFTOVER.search(rendered):
-            raise RenderError(f"{channel}.{part} came out with template syntax in it")
+            raise RenderError(
+                f"{channel}.{part} came out with template syntax in it (a value in the data "
+                "contains '{{' or '{%')"
+            )
         parts[part] = rendered
     for part in REQUIRED_PARTS[channel]:
         if not parts.get(part, "").strip():
@@ -189,8 +197,10 @@ def _with_preheader(html: str, preheader: str | None) -> str:
     """The preheader as the hidden first text of the body (the inbox preview line)."""
     if not preheader:
         return html
+    # Rendered as text (it is also the inbox preview line), so escaped here.
     hidden = (
-        f'<div style="display:none;max-height:0;overflow:hidden;mso-hide:all">{preheader}</div>'
+        '<div style="display:none;max-height:0;overflow:hidden;mso-hide:all">'
+        f"{escape(preheader)}</div>"
     )
     body = re.search(r"<body[^>]*>", html)
     return html[: body.end()] + hidden + html[body.end() :] if body else hidden + html
