@@ -162,7 +162,10 @@ class Includes:
 def includes(
     env: SandboxedEnvironment, ast: nodes.Template, partials: Mapping[str, str]
 ) -> Includes:
+    """What `ast` pulls in, recursively. A layout it extends is kept without the blocks
+    it overrides: what those blocks held (a footer, say) is not in the message."""
     result = Includes()
+    overridden = _block_names(ast) if _extends(ast) else set()
     pending = referenced_partials(ast)
     while pending:
         name = pending.pop()
@@ -176,9 +179,22 @@ def includes(
         except TemplateSyntaxError as err:
             result.broken.append((name, err))
             continue
+        for block in parsed.find_all(nodes.Block):
+            if block.name in overridden:
+                block.body = []
+        if _extends(parsed):
+            overridden |= _block_names(parsed)
         result.found[name] = parsed
         pending += referenced_partials(parsed)
     return result
+
+
+def _extends(ast: nodes.Template) -> bool:
+    return any(True for _ in ast.find_all(nodes.Extends))
+
+
+def _block_names(ast: nodes.Template) -> set[str]:
+    return {block.name for block in ast.find_all(nodes.Block)}
 
 
 def reads(ast: nodes.Template) -> list[FieldRef]:

@@ -99,7 +99,8 @@ def load_library(directory: Path) -> TemplateLibrary:
             templates[name].translations[locale] = translation
             templates[name].translation_paths[locale] = path
     if problems:
-        raise SpecError(problems)
+        # A broken partial is reported by every template that includes it: once is enough.
+        raise SpecError(list(dict.fromkeys(problems)))
     return TemplateLibrary(templates=templates, brand=brand)
 
 
@@ -237,7 +238,8 @@ def _part_problems(
         for name in found.missing
     ]
     problems += [
-        f"templates/{PARTIALS_DIR}/{name}:{err.lineno}: {err.message}" for name, err in found.broken
+        f"{path.parent / PARTIALS_DIR / name}:{err.lineno}: {err.message}"
+        for name, err in found.broken
     ]
     used.update({name: partials[name] for name in found.found})
     refs = [ref for parsed in (ast, *found.found.values()) for ref in reads(parsed)]

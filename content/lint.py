@@ -275,7 +275,8 @@ def _check(rule: Rule, part: Part, locale: str, values: dict[str, str] | None) -
     if part.part not in BODY_PARTS.get(part.channel, ()):
         return []
     if rule.require.pattern is not None:
-        text = f"{part.text}\n{part.included}"
+        # Tags are not text a reader sees: {% include "stop.txt" %} does not say STOP.
+        text = _TAGS.sub(" ", f"{part.text}\n{part.included}")
         present = re.search(rule.require.pattern, text, re.IGNORECASE) is not None
     elif values is None:
         present = rule.require.shows in part.shows
@@ -284,6 +285,9 @@ def _check(rule: Rule, part: Part, locale: str, values: dict[str, str] | None) -
         # HTML shows "Smith &amp; Co" for "Smith & Co".
         present = bool(value) and (value in part.text or str(escape(value)) in part.text)
     return [] if present else [finding()]
+
+
+_TAGS = re.compile(r"\{%.*?%\}|\{#.*?#\}", re.DOTALL)
 
 
 def _line(text: str, offset: int) -> int:
@@ -301,8 +305,10 @@ Detector = Callable[[str], list[tuple[int, str]]]
 
 _CARD = re.compile(r"(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-])")
 _SSN = re.compile(r"\b(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}\b")
-_NINO = re.compile(r"\b(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z]{2} ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b")
-_ICD10 = re.compile(r"\b[A-TV-Z]\d[0-9AB]\.[0-9A-TV-Z]{1,4}\b")
+_NINO = re.compile(
+    r"\b(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b"
+)
+_ICD10 = re.compile(r"\b[A-Z]\d[0-9AB]\.[0-9A-Z]{1,4}\b")
 """ICD-10 with its dot (E11.9, F32.A): without the dot, too many product codes look alike."""
 
 

@@ -379,7 +379,7 @@ def _missing(
             f"template {template!r} is not in the repository; push it first: tidings templates push"
         )
     what = f"{template!r}" + (f" ({locale})" if locale else "")
-    which = f"version {number}" if number is not None else f"a {status} version"
+    which = f"version {number}" if number is not None else f"{status} version"
     raise TemplateError(
         f"{what} has no {which}; see `tidings templates history {template}` for what there is"
     )
