@@ -55,6 +55,7 @@ from tidings.settings import PACKAGE_DIR, Settings  # noqa: E402
 from tidings.starter.client import TidingsClient  # noqa: E402
 from tidings.starter.dev import find_binary  # noqa: E402
 from tidings.starter.smtp_sink import SmtpSink  # noqa: E402
+from tidings.starter.template_admin import TemplateAdmin  # noqa: E402
 from tidings.worker import WorkerParts, running_workers, sandbox_runner  # noqa: E402
 
 RESULTS = HERE / "results" / "journey_overhead.json"
@@ -168,9 +169,12 @@ async def measure(journeys: int, rounds: int) -> dict[str, object]:
             ],
             search_attributes=naming.SEARCH_ATTRIBUTES,
         )
-        settings = Settings(data_dir=tmp, journeys_dir=shortened_onboarding(tmp / "journeys"))
+        settings = Settings(
+            data_dir=tmp, journeys_dir=shortened_onboarding(tmp / "journeys"), send_drafts=True
+        )
         catalog = Catalog.from_settings(settings)
         database = Database(settings.database_url)
+        TemplateAdmin(database, settings).push(actor="benchmark")
         steps = bare_steps(catalog)
         sends = sum(1 for _, template, _ in steps if template)
         with SmtpSink(tmp / "outbox") as sink, ThreadPoolExecutor(8) as executor:

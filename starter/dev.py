@@ -209,8 +209,8 @@ def _banner(settings: Settings, ports: DevPorts, catalog: Catalog, pushed: list[
             f"  SMTP (dev)      127.0.0.1:{ports.smtp}  (kept in {settings.outbox_dir})",
             f"  database        {settings.database_url}",
             f"  journeys        {journeys}",
-            f"  templates       {len(catalog.templates)} pushed from {settings.templates_dir} "
-            f"({changed} changed; drafts are sent in dev)",
+            f"  templates       {settings.templates_dir} pushed: {changed} new or changed "
+            "(drafts are sent in dev)",
             f"  HTTP service    http://127.0.0.1:{ports.http}  (unsubscribe links, /docs)",
             "",
             "Try it in another terminal:",
@@ -221,7 +221,7 @@ def _banner(settings: Settings, ports: DevPorts, catalog: Catalog, pushed: list[
             f"  {env}tidings track ada signed_up --prop plan=pro",
             f"  {env}tidings status ada",
             f"  {env}tidings outbox",
-            f"  {env}tidings templates preview welcome --contact ada --locale fr",
+            f"  {env}tidings templates preview welcome --contact ada --locale fr --drafts",
             f"  {env}tidings explain ada",
         ]
     )

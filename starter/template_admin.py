@@ -191,7 +191,8 @@ class TemplateAdmin:
                 request = request.model_copy(update={"purpose": declared})
             return preview.finish(prepared, request)
         except ComposeError as err:
-            raise PreviewError(f"nothing would be sent ({err.status}): {err}") from None
+            hint = "" if settings.send_drafts else " (to preview a draft, add --drafts)"
+            raise PreviewError(f"nothing would be sent ({err.status}): {err}{hint}") from None
 
 
 def _now() -> datetime:
