@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import JsonValue
 from sqlmodel import select
 from support import (
     AUTHOR,
@@ -40,7 +41,11 @@ from tidings.starter.smtp_sink import SmtpSink
 from tidings.starter.template_admin import TemplateAdmin
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
-CART = {"total": 1234.5, "currency": "EUR", "cart_url": "https://shop.example/cart/7"}
+CART: dict[str, JsonValue] = {
+    "total": 1234.5,
+    "currency": "EUR",
+    "cart_url": "https://shop.example/cart/7",
+}
 SECRET = "test-secret"
 
 
@@ -77,7 +82,7 @@ def send_input(
     *,
     contact: str = "us-1",
     purpose: str = "marketing",
-    properties: dict[str, object] | None = None,
+    properties: dict[str, JsonValue] | None = None,
     key: str = "k1",
     **changes: object,
 ) -> SendEmailInput:
@@ -414,9 +419,12 @@ async def test_a_step_that_pins_a_version_keeps_it_while_a_newer_one_is_approved
     journeys.mkdir()
     (journeys / "pinned.yaml").write_text(PINNED_JOURNEY)
     copy = copy_tree(EXAMPLE_TEMPLATES, tmp_path / "templates")
-    options = {"data_dir": tmp_path / "data", "smtp": smtp}
     async with running_stack(
-        time_skipping, journeys_dir=journeys, templates_dir=copy, **options
+        time_skipping,
+        data_dir=tmp_path / "data",
+        smtp=smtp,
+        journeys_dir=journeys,
+        templates_dir=copy,
     ) as stack:
         await stack.client.identify(contact_key, jurisdiction="US", emails=["pin@example.com"])
         await stack.client.track(contact_key, "joined")
