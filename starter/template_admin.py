@@ -7,7 +7,9 @@ one bad file stores nothing, a refused approval changes nothing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import JsonValue
 
@@ -59,16 +61,14 @@ class TemplateAdmin:
     def submit(
         self, template: str, *, number: int | None, locale: str | None, actor: str
     ) -> templates.Record:
-        with self.database.session() as session:
-            return templates.submit(
-                session=session,
-                template=template,
-                number=number,
-                locale=locale,
-                actor=actor,
-                compliance=self.compliance,
-                now=_now(),
-            )
+        return self._review(
+            templates.submit,
+            template=template,
+            number=number,
+            locale=locale,
+            actor=actor,
+            compliance=self.compliance,
+        )
 
     def approve(
         self,
@@ -79,44 +79,45 @@ class TemplateAdmin:
         actor: str,
         comment: str | None,
     ) -> templates.Record:
-        with self.database.session() as session:
-            return templates.approve(
-                session=session,
-                template=template,
-                number=number,
-                locale=locale,
-                actor=actor,
-                comment=comment,
-                now=_now(),
-            )
+        return self._review(
+            templates.approve,
+            template=template,
+            number=number,
+            locale=locale,
+            actor=actor,
+            comment=comment,
+        )
 
     def reject(
         self, template: str, *, number: int | None, locale: str | None, actor: str, comment: str
     ) -> templates.Record:
-        with self.database.session() as session:
-            return templates.reject(
-                session=session,
-                template=template,
-                number=number,
-                locale=locale,
-                actor=actor,
-                comment=comment,
-                now=_now(),
-            )
+        return self._review(
+            templates.reject,
+            template=template,
+            number=number,
+            locale=locale,
+            actor=actor,
+            comment=comment,
+        )
 
     def retire(
         self, template: str, *, number: int, locale: str | None, actor: str, comment: str | None
     ) -> templates.Record:
+        return self._review(
+            templates.retire,
+            template=template,
+            number=number,
+            locale=locale,
+            actor=actor,
+            comment=comment,
+        )
+
+    def _review(
+        self, operation: Callable[..., templates.Record], **arguments: Any
+    ) -> templates.Record:
+        """One review step in its own transaction, at the current time."""
         with self.database.session() as session:
-            return templates.retire(
-                session=session,
-                template=template,
-                number=number,
-                locale=locale,
-                actor=actor,
-                comment=comment,
-                now=_now(),
-            )
+            return operation(session=session, now=_now(), **arguments)
 
     def versions(
         self, template: str | None = None
