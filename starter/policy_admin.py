@@ -360,9 +360,12 @@ def _journey_lines(session: Session, key: str) -> list[TimelineEntry]:
 def _decision_lines(session: Session, key: str) -> list[TimelineEntry]:
     lines = []
     for record in audit.for_contact(session=session, contact_key=key):
-        stage = record.kind.removeprefix("policy:")
-        verdict = "allowed" if record.action == "send" else record.action
-        what = f"policy ({stage}): {verdict}: {record.detail}"
+        if record.kind == "content":
+            what = f"content {record.rule}: {record.detail}"
+        else:
+            stage = record.kind.removeprefix("policy:")
+            verdict = "allowed" if record.action == "send" else record.action
+            what = f"policy ({stage}): {verdict}: {record.detail}"
         lines.append(
             TimelineEntry(at=record.at, journey=record.journey, step=record.step_id, what=what)
         )
@@ -374,7 +377,9 @@ def _delivery_lines(session: Session, key: str) -> list[TimelineEntry]:
     query = select(Delivery).where(Delivery.contact_key == key)
     for delivery in session.exec(query.order_by(col(Delivery.scheduled_at))):
         detail = f": {delivery.error}" if delivery.error else ""
-        what = f"{delivery.channel} {delivery.template} {delivery.status}{detail}"
+        version = f" v{delivery.template_version}" if delivery.template_version else ""
+        locale = f" [{delivery.locale}]" if delivery.locale else ""
+        what = f"{delivery.channel} {delivery.template}{version}{locale} {delivery.status}{detail}"
         at = delivery.counted_at or delivery.scheduled_at
         lines.append(
             TimelineEntry(at=at, journey=delivery.journey, step=delivery.step_id, what=what)

@@ -35,6 +35,7 @@ from tidings.models.contact import IdentifyContact
 from tidings.models.tables import AuditRecord, Delivery
 from tidings.models.workflow_io import SendEmailInput
 from tidings.settings import Settings
+from tidings.starter.policy_admin import PolicyAdmin
 from tidings.starter.ports import free_port
 from tidings.starter.service import create_app, running_service
 from tidings.starter.smtp_sink import SmtpSink
@@ -224,7 +225,7 @@ def test_a_pushed_but_unapproved_template_is_not_sent(
     assert str(sent["Subject"]).startswith("Hello from")
 
 
-def test_a_stale_translation_is_used_and_the_audit_says_so(
+async def test_a_stale_translation_is_used_and_the_audit_says_so(
     database: Database, smtp: SmtpSink, tmp_path: Path
 ) -> None:
     sender = make_sender(database, smtp, tmp_path)
@@ -248,6 +249,10 @@ def test_a_stale_translation_is_used_and_the_audit_says_so(
     )
     [row] = rows(database)
     assert (row.template_version, row.locale) == (2, "fr")
+    timeline = await PolicyAdmin(database, sms_help_text="").explain("fr-1")
+    lines = [entry.what for entry in timeline]
+    assert "email welcome v2 [fr] sent" in lines
+    assert any(line.startswith("content welcome v2 fr: used stale translation") for line in lines)
 
 
 def rows(database: Database) -> list[Delivery]:
