@@ -186,6 +186,12 @@ async def main() -> None:
             "unsubscribe links are not https; set TIDINGS_PUBLIC_URL for real recipients",
             public_url=settings.public_url,
         )
+    if not settings.secret_key:
+        log.warning(
+            "TIDINGS_SECRET_KEY is not set: unsubscribe links are signed with a key kept in "
+            "the data dir; give every worker and the HTTP service the same key",
+            data_dir=str(settings.data_dir),
+        )
     client = await connect()
     await check_search_attributes(client)
     parts = WorkerParts(
