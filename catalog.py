@@ -107,6 +107,16 @@ def load_journey(path: Path, templates: Mapping[str, TemplateSource]) -> Journey
                 f"step {step.id!r}: unknown template {name!r}; known templates: {known} "
                 f"(a template is a file templates/<name>.yaml)"
             )
+        elif missing := [
+            c
+            for c in (step.send.channel, step.send.fallback_channel)
+            if c is not None and c not in templates[name].spec.channels()
+        ]:
+            problems.append(
+                f"step {step.id!r}: template {name!r} has no {' or '.join(missing)} variant; "
+                f"add `{missing[0]}:` to templates/{name}.yaml or send on "
+                f"{' or '.join(templates[name].spec.channels())}"
+            )
         elif step.send.purpose in ("transactional", "critical") and not (
             step.send.rationale or journey.rationale or templates[name].spec.rationale
         ):

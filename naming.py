@@ -12,6 +12,13 @@ from temporalio.common import SearchAttributeKey
 JOURNEY_TASK_QUEUE = "tidings-journeys"
 EMAIL_TASK_QUEUE = "tidings-email"
 """Sends run on a queue per channel so the server can rate-limit each provider."""
+SEND_CHANNELS = ("email", "sms", "push", "chat", "in_app", "webhook")
+
+
+def send_task_queue(channel: str) -> str:
+    """tidings-email, tidings-sms, tidings-push, tidings-chat, tidings-in-app, tidings-webhook."""
+    return f"tidings-{channel.replace('_', '-')}"
+
 
 JOURNEY_WORKFLOW = "Journey"
 EVENT_SIGNAL = "event"

@@ -66,6 +66,31 @@ class Settings(BaseSettings):
     smtp_timeout_seconds: float = 30.0
     email_from: str = "Tidings <hello@tidings.example>"
 
+    # Channel providers. A provider takes part once its credentials are set;
+    # a channel's providers are tried in the order listed (failover).
+    sms_providers: list[str] = Field(default=["twilio", "vonage"])
+    chat_providers: list[str] = Field(default=["slack", "teams"])
+    provider_attempts: int = Field(
+        default=3, ge=1, description="Transient failures on one provider before the next."
+    )
+    twilio_account_sid: str = ""
+    twilio_auth_token: str = ""
+    twilio_from: str = ""
+    twilio_base_url: str = "https://api.twilio.com"
+    vonage_api_key: str = ""
+    vonage_api_secret: str = ""
+    vonage_from: str = ""
+    vonage_base_url: str = "https://rest.nexmo.com"
+    fcm_project_id: str = ""
+    fcm_client_email: str = ""
+    fcm_private_key: str = Field(default="", description="The service account's PEM key.")
+    fcm_token_url: str = "https://oauth2.googleapis.com/token"
+    fcm_base_url: str = "https://fcm.googleapis.com"
+    slack_webhook_url: str = ""
+    teams_webhook_url: str = ""
+    webhook_url: str = ""
+    webhook_secret: str = Field(default="", description="Standard Webhooks secret (whsec_...).")
+
     history_event_limit: int = Field(
         default=2_000,
         ge=20,
@@ -94,6 +119,11 @@ class Settings(BaseSettings):
                 with os.fdopen(descriptor, "w") as handle:
                     handle.write(secrets.token_urlsafe(32))
         return path.read_text().strip()
+
+    @property
+    def provider_outbox(self) -> Path:
+        """What the dev stand-ins for SMS, push, chat and webhook vendors received."""
+        return self.data_dir / "provider-outbox.jsonl"
 
     @property
     def outbox_dir(self) -> Path:

@@ -23,12 +23,13 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from tidings import naming
 from tidings.activities.channels import EmailProvider
+from tidings.activities.channels.registry import channel_providers
 from tidings.activities.channels.smtp import SmtpConfig, SmtpProvider
 from tidings.activities.compose import Composer
 from tidings.activities.contacts import ContactReader
 from tidings.activities.journal import JourneyJournal
 from tidings.activities.policy import PolicyGate
-from tidings.activities.send import EmailSender
+from tidings.activities.send import MessageSender
 from tidings.catalog import Catalog
 from tidings.connection import connect, create_commands, missing_search_attributes
 from tidings.content.files import Brand
@@ -44,6 +45,7 @@ log = structlog.get_logger(__name__)
 
 LOCAL_ACTIVITY_THREADS = 16
 SEND_THREADS = 32
+CHANNEL_THREADS = 8
 
 
 def sandbox_runner() -> SandboxedWorkflowRunner:
@@ -108,19 +110,28 @@ async def running_workers(parts: WorkerParts) -> AsyncIterator[list[Worker]]:
     # a send that waits past its timeout would be attempted twice).
     bookkeeping = ThreadPoolExecutor(LOCAL_ACTIVITY_THREADS, thread_name_prefix="bookkeeping")
     sending = ThreadPoolExecutor(SEND_THREADS, thread_name_prefix="send")
+    channels = [c for c in naming.SEND_CHANNELS if c != "email"]
+    channel_pools = {
+        c: ThreadPoolExecutor(CHANNEL_THREADS, thread_name_prefix=f"send-{c}") for c in channels
+    }
     settings = parts.settings
     journal = JourneyJournal(parts.database)
     reader = ContactReader(parts.database, default_timezone=settings.default_timezone)
     gate = PolicyGate(
         parts.database, parts.catalog.policy, default_timezone=settings.default_timezone
     )
-    sender = EmailSender(
+    sender = MessageSender(
         db=parts.database,
         composer=composer(settings, parts.catalog.brand),
         provider=parts.email_provider,
         sender=settings.email_from,
         default_timezone=settings.default_timezone,
         policy=parts.catalog.policy,
+        providers=channel_providers(settings, parts.database),
+        attempts_per_provider=settings.provider_attempts,
+        status_callbacks={
+            "twilio": f"{settings.public_url.rstrip('/')}/callbacks/twilio/status",
+        },
     )
     workers = [
         Worker(
@@ -144,6 +155,19 @@ async def running_workers(parts: WorkerParts) -> AsyncIterator[list[Worker]]:
             activity_executor=sending,
             max_concurrent_activities=SEND_THREADS,
         ),
+        # A queue per channel: a cluster can cap each provider's rate on the server
+        # (max_task_queue_activities_per_second), and one slow vendor does not hold
+        # the others' slots.
+        *(
+            Worker(
+                parts.client,
+                task_queue=naming.send_task_queue(channel),
+                activities=[sender.send_message],
+                activity_executor=pool,
+                max_concurrent_activities=CHANNEL_THREADS,
+            )
+            for channel, pool in channel_pools.items()
+        ),
     ]
     tasks = [asyncio.create_task(worker.run()) for worker in workers]
     try:
@@ -153,6 +177,8 @@ async def running_workers(parts: WorkerParts) -> AsyncIterator[list[Worker]]:
         await asyncio.gather(*tasks, return_exceptions=True)
         bookkeeping.shutdown(wait=True)
         sending.shutdown(wait=True)
+        for pool in channel_pools.values():
+            pool.shutdown(wait=True)
 
 
 async def check_search_attributes(client: Client) -> None:

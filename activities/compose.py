@@ -30,8 +30,9 @@ from tidings.models.events import JourneyEvent
 from tidings.models.primitives import Purpose
 from tidings.models.tables import Contact
 
-ADDRESS_KINDS = {"email": "email", "sms": "phone"}
+ADDRESS_KINDS = {"email": "email", "sms": "phone", "push": "push"}
 """The identity a channel delivers to; other channels address the contact itself."""
+ADDRESS_NAMES = {"email": "email address", "phone": "phone number", "push": "push token"}
 
 
 class ComposeError(Exception):
@@ -114,7 +115,7 @@ class Composer:
         if kind is not None:
             to = primary_address(session=session, key=contact.key, kind=kind)
             if to is None:
-                raise ComposeError(SKIPPED, f"the contact has no {kind} address")
+                raise ComposeError(SKIPPED, f"the contact has no {ADDRESS_NAMES[kind]}")
         try:
             resolved = templates.resolve(
                 session=session,

@@ -1,4 +1,4 @@
-"""The email send activity: compose, claim the delivery, hand over, record.
+"""The send activities: compose, check the policy, claim the delivery, hand over, record.
 
 Idempotent by construction: the delivery row with the step's unique key is
 committed before the provider is called, so a retried activity or a replayed
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr
 
@@ -19,19 +20,21 @@ from temporalio.exceptions import ApplicationError
 
 from tidings.activities.channels import (
     AmbiguousSendError,
+    ChannelProvider,
     EmailProvider,
     OutgoingEmail,
+    OutgoingMessage,
     PermanentSendError,
     TransientSendError,
 )
 from tidings.activities.compose import Composed, ComposeError, Composer, ComposeRequest
-from tidings.db import audit, deliveries
+from tidings.db import audit, deliveries, suppressions
 from tidings.db.engine import Database
 from tidings.db.policy_facts import load_facts
 from tidings.errors import UnknownContactError
 from tidings.models.policy import Decision, Message, PolicyConfig
 from tidings.models.tables import Delivery
-from tidings.models.workflow_io import SendEmailInput, SendResult, SendStatus
+from tidings.models.workflow_io import SendInput, SendResult, SendStatus
 from tidings.policy.engine import decide
 
 log = structlog.get_logger(__name__)
@@ -40,8 +43,14 @@ DELIVERY_HEADER = "X-Tidings-Delivery"
 """An opaque delivery id in every email, to trace a message back to its journey step."""
 
 
-class EmailSender:
-    """Holds what the send activity needs; one instance per worker."""
+class MessageSender:
+    """Holds what the send activities need; one instance per worker.
+
+    Each channel has its providers in order of preference. An attempt uses
+    the first provider until it has failed transiently `attempts_per_provider`
+    times, then the next one: a vendor outage costs a few retries, not the
+    message.
+    """
 
     def __init__(
         self,
@@ -52,6 +61,9 @@ class EmailSender:
         sender: str,
         default_timezone: str,
         policy: PolicyConfig,
+        providers: Mapping[str, Sequence[ChannelProvider]] | None = None,
+        attempts_per_provider: int = 3,
+        status_callbacks: Mapping[str, str] | None = None,
     ) -> None:
         self._db = db
         self._composer = composer
@@ -59,15 +71,27 @@ class EmailSender:
         self._sender = sender
         self._default_timezone = default_timezone
         self._policy = policy
+        self._providers = dict(providers or {})
+        self._attempts_per_provider = attempts_per_provider
+        self._status_callbacks = dict(status_callbacks or {})
 
     @activity.defn(name="send_email")
-    def send_email(self, input: SendEmailInput) -> SendResult:
+    def send_email(self, input: SendInput) -> SendResult:
+        return self._send(input.model_copy(update={"channel": "email"}))
+
+    @activity.defn(name="send_message")
+    def send_message(self, input: SendInput) -> SendResult:
+        """SMS, push, chat, in-app and webhook sends (email has its own queue and activity)."""
+        return self._send(input)
+
+    def _send(self, input: SendInput) -> SendResult:
+        channel = input.channel
         new = deliveries.NewDelivery(
             idempotency_key=input.idempotency_key,
             contact_key=input.contact_key,
             journey=input.journey,
             step_id=input.step_id,
-            channel="email",
+            channel=channel,
             template=input.template,
             purpose=input.purpose,
             topic=input.topic,
@@ -75,7 +99,7 @@ class EmailSender:
         )
         request = ComposeRequest(
             template=input.template,
-            channel="email",
+            channel=channel,
             contact_key=input.contact_key,
             purpose=input.purpose,
             topic=input.topic,
@@ -90,6 +114,14 @@ class EmailSender:
             late = _too_late(_now())
             if late:
                 return self._settle(session, new, deliveries.FAILED, late)
+            if channel != "email" and not self._providers.get(channel):
+                return self._settle(
+                    session,
+                    new,
+                    deliveries.FAILED,
+                    f"no {channel} provider is configured; set one up (see the README's "
+                    "channel settings) or send this step on another channel",
+                )
             try:
                 prepared = self._composer.prepare(session, request)
             except ComposeError as err:
@@ -141,8 +173,31 @@ class EmailSender:
                 )
         if claim.verdict == "done":
             return _result(claim.delivery)
-        email = self._email(composed, claim.delivery, input.idempotency_key)
-        return self._hand_over(claim.delivery, email)
+        if channel == "email":
+            email = self._email(composed, claim.delivery, input.idempotency_key)
+            return self._hand_over(
+                claim.delivery, self._provider.name, lambda: self._provider.send(email)
+            )
+        provider, switching = self._provider_for(channel)
+        message = OutgoingMessage(
+            channel=channel,
+            to=composed.to or "",
+            contact_key=input.contact_key,
+            parts=composed.parts,
+            delivery_id=claim.delivery.id,
+            status_callback=self._status_callbacks.get(provider.name),
+        )
+        return self._hand_over(
+            claim.delivery, provider.name, lambda: provider.send(message), switching=switching
+        )
+
+    def _provider_for(self, channel: str) -> tuple[ChannelProvider, bool]:
+        """This attempt's provider, and whether the next attempt moves to another one."""
+        providers = self._providers[channel]
+        attempt = activity.info().attempt
+        index = min((attempt - 1) // self._attempts_per_provider, len(providers) - 1)
+        switching = index < len(providers) - 1 and attempt % self._attempts_per_provider == 0
+        return providers[index], switching
 
     def _email(self, composed: Composed, delivery: Delivery, idempotency_key: str) -> OutgoingEmail:
         assert composed.to is not None
@@ -156,9 +211,9 @@ class EmailSender:
             headers={**composed.headers, DELIVERY_HEADER: delivery.id},
         )
 
-    def _check(self, session: Session, input: SendEmailInput, clock: datetime) -> Decision:
+    def _check(self, session: Session, input: SendInput, clock: datetime) -> Decision:
         message = Message(
-            channel="email", purpose=input.purpose, topic=input.topic, windows=input.windows
+            channel=input.channel, purpose=input.purpose, topic=input.topic, windows=input.windows
         )
         try:
             facts = load_facts(
@@ -197,25 +252,45 @@ class EmailSender:
             deliveries.record(session=session, new=new, status=status, error=why, now=_now())
         )
 
-    def _hand_over(self, delivery: Delivery, email: OutgoingEmail) -> SendResult:
-        bound = log.bind(delivery_id=delivery.id, journey=delivery.journey, step=delivery.step_id)
+    def _hand_over(
+        self,
+        delivery: Delivery,
+        provider: str,
+        send: Callable[[], str],
+        *,
+        switching: bool = False,
+    ) -> SendResult:
+        bound = log.bind(
+            delivery_id=delivery.id,
+            journey=delivery.journey,
+            step=delivery.step_id,
+            channel=delivery.channel,
+            provider=provider,
+        )
         try:
-            provider_id = self._provider.send(email)
+            provider_id = send()
         except TransientSendError as err:
             last = _is_last_attempt()
             self._finish(delivery, deliveries.FAILED if last else deliveries.DEFERRED, str(err))
-            bound.warning("send deferred", error=str(err), last_attempt=last)
+            bound.warning("send deferred", error=str(err), last_attempt=last, switching=switching)
             if last:
                 return SendResult(delivery_id=delivery.id, status="failed", detail=str(err))
+            # Moving to the next provider need not wait out this one's Retry-After.
+            delay = timedelta(seconds=1) if switching else _seconds(err.retry_after_seconds)
             raise ApplicationError(
-                str(err),
-                type="TransientSendError",
-                next_retry_delay=_seconds(err.retry_after_seconds),
+                f"{provider}: {err}", type="TransientSendError", next_retry_delay=delay
             ) from err
         except PermanentSendError as err:
-            self._finish(delivery, deliveries.FAILED, str(err))
-            bound.warning("send failed", error=str(err))
-            return SendResult(delivery_id=delivery.id, status="failed", detail=str(err))
+            self._finish(delivery, deliveries.FAILED, f"{provider}: {err}")
+            if err.suppress is not None and delivery.to_address:
+                self._suppress(delivery, err.suppress, f"{provider}: {err}")
+            bound.warning("send failed", error=str(err), suppressed=err.suppress)
+            return SendResult(
+                delivery_id=delivery.id,
+                status="failed",
+                detail=f"{provider}: {err}",
+                permanent=True,
+            )
         except AmbiguousSendError as err:
             self._finish(delivery, deliveries.UNCERTAIN, str(err))
             bound.error("send uncertain", error=str(err))
@@ -226,10 +301,23 @@ class EmailSender:
                 delivery_id=delivery.id,
                 status=deliveries.SENT,
                 provider_message_id=provider_id,
+                provider=provider,
                 now=_now(),
             )
-        bound.info("sent", provider=self._provider.name)
+        bound.info("sent")
         return SendResult(delivery_id=delivery.id, status="sent")
+
+    def _suppress(self, delivery: Delivery, reason: str, note: str) -> None:
+        """The address is dead for good: no journey should try it again."""
+        with self._db.session() as session:
+            suppressions.suppress(
+                session=session,
+                reason=reason,
+                now=_now(),
+                channel=delivery.channel,
+                address=delivery.to_address,
+                note=note[:500],
+            )
 
     def _finish(self, delivery: Delivery, status: str, error: str) -> None:
         with self._db.session() as session:

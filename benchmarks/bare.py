@@ -20,14 +20,14 @@ with workflow.unsafe.imports_passed_through():
     from tidings import naming
     from tidings.activities.journal import JourneyJournal
     from tidings.activities.policy import PolicyGate
-    from tidings.activities.send import EmailSender
+    from tidings.activities.send import MessageSender
     from tidings.models.events import JourneyEvent
     from tidings.models.journey import Reentry
     from tidings.models.workflow_io import (
         EnterJourneyInput,
         ExitJourneyInput,
         PolicyCheckInput,
-        SendEmailInput,
+        SendInput,
     )
     from tidings.workflows.interpreter import (
         LOCAL_ACTIVITY_TIMEOUT,
@@ -84,8 +84,8 @@ class BareOnboarding:
                 )
             if template:
                 result = await workflow.execute_activity_method(
-                    EmailSender.send_email,
-                    SendEmailInput(
+                    MessageSender.send_email,
+                    SendInput(
                         idempotency_key=key,
                         journey="bare-onboarding",
                         version=1,

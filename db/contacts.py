@@ -20,7 +20,11 @@ def upsert_contact(*, session: Session, data: IdentifyContact, now: datetime) ->
         contact = Contact(key=data.key, created_at=now, updated_at=now, traits={})
         session.add(contact)
         session.flush()
-    wanted = [("email", e) for e in data.emails] + [("phone", p) for p in data.phones]
+    wanted = (
+        [("email", e) for e in data.emails]
+        + [("phone", p) for p in data.phones]
+        + [("push", t) for t in data.push_tokens]
+    )
     for kind, value in wanted:
         owner = session.exec(
             select(ContactIdentity).where(
@@ -100,6 +104,7 @@ def _view(session: Session, contact: Contact, *, created: bool) -> ContactView:
         key=contact.key,
         emails=[i.value for i in identities if i.kind == "email"],
         phones=[i.value for i in identities if i.kind == "phone"],
+        push_tokens=[i.value for i in identities if i.kind == "push"],
         timezone=contact.timezone,
         locale=contact.locale,
         jurisdiction=contact.jurisdiction,

@@ -148,6 +148,7 @@ def finish(
     status: str,
     now: datetime,
     provider_message_id: str | None = None,
+    provider: str | None = None,
     error: str | None = None,
 ) -> None:
     """Record an attempt's result.
@@ -159,6 +160,7 @@ def finish(
     if status == SENT:
         values["sent_at"] = now
         values["provider_message_id"] = provider_message_id
+        values["provider"] = provider
         values["error"] = None
     if error is not None:
         values["error"] = error[:1000]

@@ -6,7 +6,7 @@ import re
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, JsonValue
+from pydantic import AfterValidator, BaseModel, ConfigDict, JsonValue, StringConstraints
 
 from tidings.models.policy import Jurisdiction
 from tidings.models.primitives import ContactKey, Properties
@@ -51,6 +51,8 @@ def check_locale(value: str) -> str:
 
 Email = Annotated[str, AfterValidator(normalize_email)]
 Phone = Annotated[str, AfterValidator(normalize_phone)]
+PushToken = Annotated[str, StringConstraints(min_length=8, max_length=320, pattern=r"^\S+$")]
+"""A device's push registration token (FCM), as the app reported it."""
 TimeZoneName = Annotated[str, AfterValidator(check_timezone)]
 Locale = Annotated[str, AfterValidator(check_locale)]
 
@@ -63,6 +65,7 @@ class IdentifyContact(BaseModel):
     key: ContactKey
     emails: list[Email] = []
     phones: list[Phone] = []
+    push_tokens: list[PushToken] = []
     timezone: TimeZoneName | None = None
     locale: Locale | None = None
     jurisdiction: Jurisdiction | None = None
@@ -75,6 +78,7 @@ class ContactView(BaseModel):
     key: str
     emails: list[str]
     phones: list[str]
+    push_tokens: list[str] = []
     timezone: str | None
     locale: str | None
     jurisdiction: str | None

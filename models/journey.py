@@ -184,8 +184,14 @@ class BranchStep(_Step):
         return [case for case in self.branch if isinstance(case, BranchCase)]
 
 
+SendChannel = Literal["email", "sms", "push", "chat", "in_app", "webhook"]
+
+
 class Send(_Spec):
-    channel: Literal["email"] = "email"
+    channel: SendChannel = "email"
+    fallback_channel: SendChannel | None = None
+    """Where the message goes when the channel cannot take it for good (SMS to an
+    invalid number, a push token that is gone): the same template on this channel."""
     template: TemplateName
     version: int | None = Field(default=None, ge=1)
     """Pin a template version; by default a send uses the newest approved one."""
@@ -198,6 +204,12 @@ class Send(_Spec):
     """Why a transactional or critical message may reach contacts who opted out of marketing."""
     window: SendWindow | None = None
     """Local hours for this send; narrows the journey's and the jurisdiction's."""
+
+    @model_validator(mode="after")
+    def _distinct_fallback(self) -> Send:
+        if self.fallback_channel == self.channel:
+            raise ValueError("fallback_channel must differ from channel")
+        return self
 
 
 class SendStep(_Step):

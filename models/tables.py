@@ -38,7 +38,7 @@ def _json() -> Any:
     return Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4  # 4: the in-app inbox, deliveries.provider, delivery_events
 """Raise with every change to these tables; a database of another version is refused."""
 
 
@@ -66,7 +66,7 @@ class Contact(SQLModel, table=True):
 
 
 class ContactIdentity(SQLModel, table=True):
-    """An email or phone number of a contact; one contact may have several."""
+    """An email, phone number or push token of a contact; one contact may have several."""
 
     __tablename__ = "contact_identities"
     __table_args__ = (UniqueConstraint("kind", "value", name="uq_identity_kind_value"),)
@@ -144,6 +144,7 @@ class Delivery(SQLModel, table=True):
     to_address: str | None = Field(default=None, max_length=320)
     status: str = Field(max_length=16)
     attempts: int = 0
+    provider: str | None = Field(default=None, max_length=32)
     provider_message_id: str | None = Field(default=None, max_length=256)
     error: str | None = Field(default=None, max_length=1000)
     scheduled_at: datetime = _time()
@@ -292,4 +293,53 @@ class TemplateEventRecord(SQLModel, table=True):
     action: str = Field(max_length=16)
     actor: str = Field(max_length=100)
     comment: str | None = Field(default=None, max_length=2000)
+    at: datetime = _time()
+
+
+class InboxMessage(SQLModel, table=True):
+    """One in-app message: the inbox is a channel whose provider is this database.
+
+    `delivery_id` is unique so that a retried or replayed send finds the row the
+    first attempt wrote instead of showing the message twice. Expired messages
+    stay in the table (nothing deletes rows on read) but are never listed.
+    """
+
+    __tablename__ = "inbox_messages"
+    __table_args__ = (Index("ix_inbox_contact_time", "contact_key", "created_at"),)
+
+    id: str = Field(primary_key=True, max_length=32)
+    contact_key: str = Field(max_length=128)
+    delivery_id: str = Field(unique=True, max_length=64)
+    title: str = Field(max_length=200)
+    body: str
+    action: str | None = Field(default=None, max_length=2000)
+    journey: str = Field(max_length=64)
+    template: str = Field(max_length=100)
+    created_at: datetime = _time()
+    read_at: datetime | None = _time(nullable=True)
+    archived_at: datetime | None = _time(nullable=True)
+    expires_at: datetime | None = _time(nullable=True)
+
+
+class DeliveryEventRecord(SQLModel, table=True):
+    """What a provider later said about a delivery (delivered, bounced, failed...).
+
+    Append-only: the history of one message, with the provider's own words.
+    """
+
+    __tablename__ = "delivery_events"
+    __table_args__ = (
+        Index("ix_delivery_events_delivery", "delivery_id", "at"),
+        UniqueConstraint("provider", "provider_event_id", name="uq_delivery_event_provider"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    delivery_id: str = Field(max_length=32)
+    status: str = Field(max_length=16)
+    """queued, sent, delivered, bounced, failed, opened, clicked, complained."""
+    provider: str = Field(max_length=32)
+    provider_status: str = Field(max_length=64)
+    provider_event_id: str = Field(max_length=128)
+    """Deduplicates a callback the provider sends twice."""
+    error_code: str | None = Field(default=None, max_length=32)
     at: datetime = _time()

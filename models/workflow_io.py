@@ -137,12 +137,15 @@ class PolicyCheckInput(BaseModel):
     waiting_since: AwareDatetime | None = None
 
 
-class SendEmailInput(BaseModel):
+class SendInput(BaseModel):
+    """One send of a journey step, on any channel."""
+
     idempotency_key: str
     journey: str
     version: int
     step_id: str
     contact_key: str
+    channel: str = "email"
     template: str
     template_version: int | None = None
     """The version the step pins; None sends the newest approved one."""
@@ -168,3 +171,6 @@ class SendResult(BaseModel):
     rule: str = ""
     kind: str = "policy"
     """For `deferred`: the kind of rule that holds it (window, cap, blackout...)."""
+    permanent: bool = False
+    """For `failed`: the address cannot take it (an invalid number, a dead token);
+    the step's fallback channel may."""

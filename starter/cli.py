@@ -14,7 +14,7 @@ from tidings.catalog import Catalog, validate_files
 from tidings.content.files import load_library
 from tidings.logs import configure_logging
 from tidings.settings import Settings
-from tidings.starter import cli_policy, cli_templates
+from tidings.starter import cli_inbox, cli_policy, cli_templates
 from tidings.starter.cli_support import (
     DataDir,
     echo_json,
@@ -24,7 +24,7 @@ from tidings.starter.cli_support import (
 )
 from tidings.starter.client import TidingsClient
 from tidings.starter.dev import DevPorts, run_dev
-from tidings.starter.outbox import read_email_outbox
+from tidings.starter.outbox import read_email_outbox, read_provider_outbox
 
 app = typer.Typer(
     name="tidings",
@@ -37,6 +37,7 @@ journeys_app = typer.Typer(help="Journey files: validate and list.", no_args_is_
 app.add_typer(journeys_app, name="journeys")
 cli_policy.register(app)
 cli_templates.register(app)
+cli_inbox.register(app)
 
 R = TypeVar("R")
 
@@ -114,6 +115,9 @@ def identify(
     key: Annotated[str, typer.Argument(help="The contact's pseudonymous key.")],
     email: Annotated[list[str] | None, typer.Option(help="An email address (repeatable).")] = None,
     phone: Annotated[list[str] | None, typer.Option(help="A phone number (repeatable).")] = None,
+    push_token: Annotated[
+        list[str] | None, typer.Option(help="A device's push token (repeatable).")
+    ] = None,
     timezone: Annotated[str | None, typer.Option(help="IANA time zone.")] = None,
     locale: Annotated[str | None, typer.Option(help="BCP 47 locale, e.g. fr-CA.")] = None,
     jurisdiction: Annotated[
@@ -130,6 +134,7 @@ def identify(
             key,
             emails=email or [],
             phones=phone or [],
+            push_tokens=push_token or [],
             timezone=timezone,
             locale=locale,
             jurisdiction=jurisdiction,
@@ -198,8 +203,13 @@ def outbox(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     data_dir: DataDir = None,
 ) -> None:
-    """What the dev channels received (the local SMTP server of `tidings dev`)."""
-    messages = read_email_outbox(settings_for(data_dir).outbox_dir, to=to)
+    """What the dev channels received: the local SMTP server and the vendor stand-ins."""
+    settings = settings_for(data_dir)
+    messages = sorted(
+        read_email_outbox(settings.outbox_dir, to=to)
+        + read_provider_outbox(settings.provider_outbox, to=to),
+        key=lambda m: m.received_at,
+    )
     if as_json:
         echo_json([m.model_dump(mode="json") for m in messages])
         return

@@ -9,6 +9,7 @@ starting again with the same data dir resumes sleeping journeys.
 from __future__ import annotations
 
 import asyncio
+import base64
 import ctypes
 import os
 import shutil
@@ -22,6 +23,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from temporalio.client import Client
 
 from tidings.activities.channels.smtp import SmtpConfig, SmtpProvider
@@ -32,6 +35,7 @@ from tidings.db.templates import Pushed
 from tidings.errors import TidingsError
 from tidings.settings import Settings
 from tidings.starter.ports import port_in_use
+from tidings.starter.provider_sink import create_sink_app
 from tidings.starter.service import create_app, running_service
 from tidings.starter.smtp_sink import SmtpSink
 from tidings.starter.template_admin import TemplateAdmin
@@ -159,9 +163,7 @@ async def run_dev(
     Locally, drafts are sent (nobody has to approve a template to try it) and
     the template files are pushed at start, so an edit shows up on restart.
     """
-    settings = settings.model_copy(
-        update={"send_drafts": True, "public_url": f"http://127.0.0.1:{ports.http}"}
-    )
+    settings = dev_settings(settings, ports)
     catalog = Catalog.from_settings(settings)
     for name, port in (("SMTP", ports.smtp), ("the HTTP service", ports.http)):
         if port_in_use(port):
@@ -177,6 +179,16 @@ async def run_dev(
             secret_key=settings.signing_key(),
             company=catalog.brand.company,
             sms_help_text=catalog.policy.sms_help_text,
+            twilio_auth_token=settings.twilio_auth_token,
+            public_url=settings.public_url,
+        )
+        app.mount(
+            DEV_PROVIDERS_PATH,
+            create_sink_app(
+                settings.provider_outbox,
+                service_account_keys={settings.fcm_client_email: _public_pem(settings)},
+                webhook_secret=settings.webhook_secret,
+            ),
         )
         with SmtpSink(settings.outbox_dir, port=ports.smtp) as sink:
             parts = WorkerParts(
@@ -190,6 +202,64 @@ async def run_dev(
                 announce(_banner(settings, ports, catalog, pushed))
                 await serve(parts, stop)
         database.dispose()
+
+
+DEV_PROVIDERS_PATH = "/dev-providers"
+"""Where `tidings dev` serves its stand-ins for the SMS, push, chat and webhook vendors."""
+
+
+def dev_settings(settings: Settings, ports: DevPorts) -> Settings:
+    """Drafts are sent, and every channel's providers point at the local stand-ins."""
+    base = f"http://127.0.0.1:{ports.http}"
+    sink = base + DEV_PROVIDERS_PATH
+    return settings.model_copy(
+        update={
+            "send_drafts": True,
+            "public_url": base,
+            "twilio_account_sid": "AC" + "0" * 32,
+            "twilio_auth_token": "dev-auth-token",
+            "twilio_from": "+15005550006",
+            "twilio_base_url": sink,
+            "vonage_api_key": "dev",
+            "vonage_api_secret": "dev-secret",
+            "vonage_from": "Acme",
+            "vonage_base_url": sink,
+            "fcm_project_id": "tidings-dev",
+            "fcm_client_email": "tidings-dev@tidings-dev.iam.gserviceaccount.com",
+            "fcm_private_key": _dev_private_key(settings.data_dir),
+            "fcm_token_url": sink + "/token",
+            "fcm_base_url": sink,
+            "slack_webhook_url": sink + "/slack/dev",
+            "teams_webhook_url": sink + "/teams/dev",
+            "webhook_url": sink + "/webhooks/dev",
+            "webhook_secret": "whsec_" + base64.b64encode(b"tidings-dev-webhook-secret").decode(),
+        }
+    )
+
+
+def _dev_private_key(data_dir: Path) -> str:
+    """An RSA key for the local FCM stand-in, made once (it signs nothing real)."""
+    path = data_dir / "dev-fcm-key.pem"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        path.write_bytes(pem)
+        path.chmod(0o600)
+    return path.read_text()
+
+
+def _public_pem(settings: Settings) -> str:
+    key = serialization.load_pem_private_key(settings.fcm_private_key.encode(), password=None)
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
 
 
 def _banner(settings: Settings, ports: DevPorts, catalog: Catalog, pushed: list[Pushed]) -> str:
@@ -211,7 +281,10 @@ def _banner(settings: Settings, ports: DevPorts, catalog: Catalog, pushed: list[
             f"  journeys        {journeys}",
             f"  templates       {settings.templates_dir} pushed: {changed} new or changed "
             "(drafts are sent in dev)",
-            f"  HTTP service    http://127.0.0.1:{ports.http}  (unsubscribe links, /docs)",
+            f"  HTTP service    http://127.0.0.1:{ports.http}  (unsubscribe links, inbox, "
+            "callbacks, /docs)",
+            f"  SMS/push/chat   stand-ins at http://127.0.0.1:{ports.http}{DEV_PROVIDERS_PATH} "
+            f"(kept in {settings.provider_outbox})",
             "",
             "Try it in another terminal:",
             f"  {env}tidings identify ada --email ada@example.com --timezone Europe/London "

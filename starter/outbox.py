@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import mailbox
 from datetime import UTC, datetime
 from email import policy
@@ -12,6 +13,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from tidings.activities.send import DELIVERY_HEADER
+from tidings.starter.provider_sink import read_records
 
 
 class OutboxMessage(BaseModel):
@@ -62,3 +64,28 @@ def _view(message: EmailMessage, recipient: str, delivered: float) -> OutboxMess
 
 def _lines(content: str) -> str:
     return content.replace("\r\n", "\n")
+
+
+def read_provider_outbox(path: Path, *, to: str | None = None) -> list[OutboxMessage]:
+    """What the SMS, push, chat and webhook stand-ins of `tidings dev` accepted."""
+    found = []
+    for record in read_records(path):
+        recipient = str(record.get("to") or "")
+        if to is not None and recipient.lower() != to.lower():
+            continue
+        parts = record.get("parts") or {}
+        text = str(parts.get("text") or parts.get("body") or json.dumps(parts))
+        found.append(
+            OutboxMessage(
+                channel=str(record["channel"]),
+                received_at=datetime.fromisoformat(str(record["received_at"])),
+                to=recipient,
+                sender=str(record.get("provider") or ""),
+                subject=str(parts.get("title") or text.splitlines()[0] if text else ""),
+                delivery_id=None,
+                message_id=str(record.get("provider_id") or "") or None,
+                text=text,
+                html=None,
+            )
+        )
+    return found

@@ -1,6 +1,8 @@
 """The HTTP service (`tidings serve`; `tidings dev` runs it too).
 
-For now it serves the unsubscribe links in marketing email:
+It serves the in-app inbox to contacts' apps (`starter/inbox_http.py`),
+provider callbacks (`starter/callbacks_http.py`), and the unsubscribe links
+in marketing email:
 
 - `GET /unsubscribe/{token}`: a page that offers to leave the message's
   topic or all marketing email. It shows no address or name: a forwarded
@@ -33,6 +35,8 @@ from tidings.content.unsubscribe import UnsubscribeRequest, read_token
 from tidings.db.engine import Database
 from tidings.errors import TidingsError, UnknownContactError
 from tidings.settings import Settings
+from tidings.starter.callbacks_http import callbacks_router
+from tidings.starter.inbox_http import inbox_router
 from tidings.starter.policy_admin import PolicyAdmin
 from tidings.starter.ports import port_in_use
 
@@ -48,9 +52,26 @@ INVALID_LINK = (
 )
 
 
-def create_app(*, database: Database, secret_key: str, company: str, sms_help_text: str) -> FastAPI:
+def create_app(
+    *,
+    database: Database,
+    secret_key: str,
+    company: str,
+    sms_help_text: str,
+    twilio_auth_token: str = "",
+    public_url: str = "",
+) -> FastAPI:
     app = FastAPI(title="tidings", summary="Durable customer journeys on Temporal")
     admin = PolicyAdmin(database, sms_help_text=sms_help_text)
+    app.include_router(inbox_router(database, secret_key))
+    app.include_router(
+        callbacks_router(
+            database=database,
+            admin=admin,
+            twilio_auth_token=twilio_auth_token,
+            public_url=public_url,
+        )
+    )
 
     @app.get("/health")
     async def health() -> JSONResponse:
@@ -147,6 +168,8 @@ async def serve_forever(settings: Settings, *, host: str, port: int, stop: async
             secret_key=settings.signing_key(),
             company=library.brand.company,
             sms_help_text=policy.sms_help_text,
+            twilio_auth_token=settings.twilio_auth_token,
+            public_url=settings.public_url,
         )
         async with running_service(app, host=host, port=port):
             await stop.wait()

@@ -21,7 +21,7 @@ from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from tidings import naming
 from tidings.activities.channels.smtp import SmtpConfig, SmtpProvider
-from tidings.activities.send import EmailSender
+from tidings.activities.send import MessageSender
 from tidings.catalog import Catalog
 from tidings.connection import register_search_attributes
 from tidings.content.files import load_library
@@ -106,12 +106,12 @@ def make_sender(
     policy: PolicyConfig | None = None,
     publish_templates: bool = True,
     **settings: Any,
-) -> EmailSender:
+) -> MessageSender:
     """The send activity as a worker builds it, over the published templates."""
     if publish_templates:
         publish(database, templates_dir)
     config = Settings(data_dir=data_dir, templates_dir=templates_dir, **settings)
-    return EmailSender(
+    return MessageSender(
         db=database,
         composer=composer(config, load_library(templates_dir).brand),
         provider=SmtpProvider(SmtpConfig(host=smtp.host, port=smtp.port, timeout_seconds=5)),

@@ -25,7 +25,7 @@ from support import (
 )
 from temporalio.testing import WorkflowEnvironment
 
-from tidings.activities.send import DELIVERY_HEADER, EmailSender
+from tidings.activities.send import DELIVERY_HEADER, MessageSender
 from tidings.content.files import load_library
 from tidings.content.unsubscribe import make_token, unsubscribe_url
 from tidings.db import consent, preferences, templates
@@ -33,7 +33,7 @@ from tidings.db.contacts import upsert_contact
 from tidings.db.engine import Database
 from tidings.models.contact import IdentifyContact
 from tidings.models.tables import AuditRecord, Delivery
-from tidings.models.workflow_io import SendEmailInput
+from tidings.models.workflow_io import SendInput
 from tidings.settings import Settings
 from tidings.starter.policy_admin import PolicyAdmin
 from tidings.starter.ports import free_port
@@ -74,7 +74,7 @@ def database(tmp_path: Path) -> Iterator[Database]:
 
 
 @pytest.fixture
-def sender(database: Database, smtp: SmtpSink, tmp_path: Path) -> EmailSender:
+def sender(database: Database, smtp: SmtpSink, tmp_path: Path) -> MessageSender:
     return make_sender(database, smtp, tmp_path, secret_key=SECRET)
 
 
@@ -86,14 +86,14 @@ def send_input(
     properties: dict[str, JsonValue] | None = None,
     key: str = "k1",
     **changes: object,
-) -> SendEmailInput:
+) -> SendInput:
     event = {
         "event_id": "e1",
         "name": "cart_updated",
         "properties": CART if properties is None else properties,
         "occurred_at": NOW,
     }
-    return SendEmailInput.model_validate(
+    return SendInput.model_validate(
         {
             "idempotency_key": key,
             "journey": "cart-abandonment",
@@ -130,7 +130,7 @@ def body(message: EmailMessage, kind: str) -> str:
 
 
 def test_marketing_email_carries_rfc_8058_one_click_headers_and_the_postal_address(
-    sender: EmailSender, smtp: SmtpSink
+    sender: MessageSender, smtp: SmtpSink
 ) -> None:
     result = activity_env().run(sender.send_email, send_input())
 
@@ -152,7 +152,7 @@ def test_marketing_email_carries_rfc_8058_one_click_headers_and_the_postal_addre
     assert "<style>" not in html
 
 
-def test_service_mail_has_no_unsubscribe_headers(sender: EmailSender, smtp: SmtpSink) -> None:
+def test_service_mail_has_no_unsubscribe_headers(sender: MessageSender, smtp: SmtpSink) -> None:
     result = activity_env().run(
         sender.send_email, send_input("welcome", purpose="service", properties={})
     )
@@ -166,7 +166,7 @@ def test_service_mail_has_no_unsubscribe_headers(sender: EmailSender, smtp: Smtp
 
 
 def test_a_french_canadian_contact_gets_the_french_translation(
-    sender: EmailSender, smtp: SmtpSink, database: Database
+    sender: MessageSender, smtp: SmtpSink, database: Database
 ) -> None:
     activity_env().run(
         sender.send_email, send_input("welcome", contact="fr-1", purpose="service", properties={})
@@ -179,7 +179,7 @@ def test_a_french_canadian_contact_gets_the_french_translation(
 
 
 def test_card_numbers_in_event_data_stop_the_send_at_send_time_lint(
-    sender: EmailSender, smtp: SmtpSink, database: Database
+    sender: MessageSender, smtp: SmtpSink, database: Database
 ) -> None:
     leaky = {**CART, "cart_url": "https://shop.example/cart/4111111111111111"}
 
@@ -193,7 +193,7 @@ def test_card_numbers_in_event_data_stop_the_send_at_send_time_lint(
 
 
 def test_an_unknown_template_fails_the_send_and_says_how_to_fix_it(
-    sender: EmailSender, smtp: SmtpSink
+    sender: MessageSender, smtp: SmtpSink
 ) -> None:
     result = activity_env().run(sender.send_email, send_input("no-such-template"))
 
@@ -264,7 +264,7 @@ def rows(database: Database) -> list[Delivery]:
 
 
 async def test_preview_shows_exactly_what_is_sent(
-    sender: EmailSender, smtp: SmtpSink, database: Database, tmp_path: Path
+    sender: MessageSender, smtp: SmtpSink, database: Database, tmp_path: Path
 ) -> None:
     settings = Settings(data_dir=tmp_path, secret_key=SECRET)
     preview = TemplateAdmin(database, settings).preview(
@@ -386,7 +386,7 @@ async def test_unsubscribing_a_contact_that_no_longer_exists_still_succeeds(serv
 
 
 async def test_after_one_click_the_next_marketing_email_is_skipped(
-    sender: EmailSender, smtp: SmtpSink, database: Database, service: str
+    sender: MessageSender, smtp: SmtpSink, database: Database, service: str
 ) -> None:
     activity_env().run(sender.send_email, send_input())
     [message] = raw_messages(smtp)

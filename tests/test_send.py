@@ -13,14 +13,14 @@ from support import Stack, activity_env, make_sender
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
-from tidings.activities.send import EmailSender
+from tidings.activities.send import MessageSender
 from tidings.db.contacts import upsert_contact
 from tidings.db.engine import Database
 from tidings.models.contact import IdentifyContact
 from tidings.models.events import JourneyEvent
 from tidings.models.policy import Cap, PolicyConfig
 from tidings.models.tables import Delivery
-from tidings.models.workflow_io import SendEmailInput
+from tidings.models.workflow_io import SendInput
 from tidings.starter.outbox import OutboxMessage, read_email_outbox
 from tidings.starter.smtp_sink import DROP_AFTER_ACCEPT, SmtpSink
 from tidings.workflows.interpreter import SEND_RETRY
@@ -51,11 +51,11 @@ def database(tmp_path: Path) -> Iterator[Database]:
 
 
 @pytest.fixture
-def sender(database: Database, smtp: SmtpSink, tmp_path: Path) -> EmailSender:
+def sender(database: Database, smtp: SmtpSink, tmp_path: Path) -> MessageSender:
     return make_sender(database, smtp, tmp_path)
 
 
-def send_input(key: str = "journey/cart/c1/1/reminder/1", **changes: object) -> SendEmailInput:
+def send_input(key: str = "journey/cart/c1/1/reminder/1", **changes: object) -> SendInput:
     event = JourneyEvent(event_id="e1", name="cart_updated", properties=CART, occurred_at=NOW)
     values: dict[str, object] = {
         "idempotency_key": key,
@@ -71,7 +71,7 @@ def send_input(key: str = "journey/cart/c1/1/reminder/1", **changes: object) -> 
         "scheduled_at": NOW,
     }
     values.update(changes)
-    return SendEmailInput.model_validate(values)
+    return SendInput.model_validate(values)
 
 
 def smtp_messages(smtp: SmtpSink) -> list[OutboxMessage]:
@@ -84,7 +84,7 @@ def rows(database: Database) -> list[Delivery]:
 
 
 def test_a_send_reaches_the_smtp_server_as_multipart_text_and_html(
-    sender: EmailSender, smtp: SmtpSink, database: Database
+    sender: MessageSender, smtp: SmtpSink, database: Database
 ) -> None:
     result = activity_env().run(sender.send_email, send_input())
 
@@ -101,7 +101,7 @@ def test_a_send_reaches_the_smtp_server_as_multipart_text_and_html(
 
 
 def test_the_same_delivery_twice_sends_once(
-    sender: EmailSender, smtp: SmtpSink, database: Database
+    sender: MessageSender, smtp: SmtpSink, database: Database
 ) -> None:
     env = activity_env()
     first = env.run(sender.send_email, send_input())
@@ -113,7 +113,7 @@ def test_the_same_delivery_twice_sends_once(
 
 
 def test_a_transient_refusal_is_retried_by_temporal_and_recorded(
-    sender: EmailSender, smtp: SmtpSink, database: Database
+    sender: MessageSender, smtp: SmtpSink, database: Database
 ) -> None:
     smtp.reply_next("451 4.3.0 Mailbox busy, try later")
     with pytest.raises(ApplicationError, match="SMTP 451") as caught:
@@ -130,7 +130,7 @@ def test_a_transient_refusal_is_retried_by_temporal_and_recorded(
 
 
 def test_the_last_transient_attempt_records_a_failure_instead_of_raising(
-    sender: EmailSender, smtp: SmtpSink, database: Database
+    sender: MessageSender, smtp: SmtpSink, database: Database
 ) -> None:
     smtp.reply_next("421 4.7.0 Too many connections")
     env = activity_env(attempt=8, retry_policy=RetryPolicy(maximum_attempts=8))
@@ -139,7 +139,7 @@ def test_the_last_transient_attempt_records_a_failure_instead_of_raising(
 
 
 def test_an_unknown_recipient_is_a_permanent_failure(
-    sender: EmailSender, smtp: SmtpSink, database: Database
+    sender: MessageSender, smtp: SmtpSink, database: Database
 ) -> None:
     smtp.refuse_recipient("ann@example.com", "550 5.1.1 No such user")
     result = activity_env().run(sender.send_email, send_input())
@@ -149,7 +149,7 @@ def test_an_unknown_recipient_is_a_permanent_failure(
 
 
 def test_a_connection_lost_after_handing_over_is_uncertain_and_never_resent(
-    sender: EmailSender, smtp: SmtpSink, database: Database
+    sender: MessageSender, smtp: SmtpSink, database: Database
 ) -> None:
     smtp.reply_next(DROP_AFTER_ACCEPT)
     first = activity_env().run(sender.send_email, send_input())
@@ -160,7 +160,7 @@ def test_a_connection_lost_after_handing_over_is_uncertain_and_never_resent(
 
 
 def test_an_attempt_that_died_mid_send_is_not_repeated(
-    sender: EmailSender, smtp: SmtpSink, database: Database
+    sender: MessageSender, smtp: SmtpSink, database: Database
 ) -> None:
     """A worker killed between claiming and recording leaves `sending`; the retry stops."""
     with database.session() as session:
@@ -186,7 +186,7 @@ def test_an_attempt_that_died_mid_send_is_not_repeated(
 
 
 def test_missing_required_data_fails_with_the_field_and_the_fix(
-    sender: EmailSender, smtp: SmtpSink, database: Database
+    sender: MessageSender, smtp: SmtpSink, database: Database
 ) -> None:
     bare = JourneyEvent(event_id="e2", name="cart_updated", occurred_at=NOW)
     result = activity_env().run(sender.send_email, send_input(trigger=bare, event=bare))
@@ -201,7 +201,7 @@ def test_missing_required_data_fails_with_the_field_and_the_fix(
 
 
 def test_a_contact_without_an_email_address_is_skipped(
-    sender: EmailSender, smtp: SmtpSink, database: Database
+    sender: MessageSender, smtp: SmtpSink, database: Database
 ) -> None:
     result = activity_env().run(sender.send_email, send_input(contact_key="no-email"))
     assert (result.status, result.detail) == ("skipped", "the contact has no email address")
@@ -234,7 +234,7 @@ async def test_a_permanent_failure_is_recorded_and_the_journey_goes_on(
 
 
 def test_no_attempt_starts_when_it_could_not_end_before_the_deadline(
-    sender: EmailSender, smtp: SmtpSink, database: Database
+    sender: MessageSender, smtp: SmtpSink, database: Database
 ) -> None:
     smtp.reply_next("451 4.3.0 try later")
     with pytest.raises(ApplicationError):
@@ -249,7 +249,7 @@ def test_no_attempt_starts_when_it_could_not_end_before_the_deadline(
 
 
 def test_a_transient_failure_is_final_when_the_next_retry_would_be_too_late(
-    sender: EmailSender, smtp: SmtpSink, database: Database
+    sender: MessageSender, smtp: SmtpSink, database: Database
 ) -> None:
     smtp.reply_next("451 4.3.0 try later")
     nearly_late = activity_env(attempt=7, retry_policy=SEND_RETRY, scheduled_ago=24 * 60)
@@ -258,7 +258,7 @@ def test_a_transient_failure_is_final_when_the_next_retry_would_be_too_late(
 
 
 def test_a_retry_that_finds_nothing_to_send_settles_the_deferred_row(
-    sender: EmailSender, smtp: SmtpSink, database: Database
+    sender: MessageSender, smtp: SmtpSink, database: Database
 ) -> None:
     smtp.reply_next("451 4.3.0 try later")
     with pytest.raises(ApplicationError):

@@ -26,7 +26,7 @@ from tidings import naming
 from tidings.activities.contacts import UNKNOWN_CONTACT, ContactReader
 from tidings.activities.journal import JourneyJournal
 from tidings.activities.policy import PolicyGate
-from tidings.activities.send import EmailSender
+from tidings.activities.send import MessageSender
 from tidings.models.contact import ContactSnapshot
 from tidings.models.events import JourneyEvent
 from tidings.models.expressions import ExpressionError, evaluate, fields_read
@@ -54,7 +54,7 @@ from tidings.models.workflow_io import (
     PolicyCheckInput,
     Resume,
     SeenEvent,
-    SendEmailInput,
+    SendInput,
     SendResult,
 )
 from tidings.workflows import schedule
@@ -362,7 +362,13 @@ class JourneyInterpreter:
                 since = since or workflow.now()
                 await self._hold(step, decision.until, decision.reason, since, decision.kind)
                 continue
-            result = await self._send_now(step, key, since)
+            result = await self._send_now(step, key, since, step.send.channel)
+            fallback = step.send.fallback_channel
+            if result.status == "failed" and result.permanent and fallback is not None:
+                # A new send on the fallback channel, with a key of its own; only journey
+                # specs that name a fallback channel reach this, so old histories replay.
+                workflow.logger.info("step %s: %s; trying %s", step.id, result.detail, fallback)
+                result = await self._send_now(step, f"{key}/{fallback}", since, fallback)
             if result.status == "deferred" and result.until is not None:
                 since = since or workflow.now()
                 await self._hold(step, result.until, result.detail, since, result.kind)
@@ -418,39 +424,48 @@ class JourneyInterpreter:
         self._show(step, f"policy:{kind}", f"Held: {why}", until)
         await self._sleep_until(until, f"{step.id}: held until {until:%Y-%m-%d %H:%M} UTC")
 
-    async def _send_now(self, step: SendStep, key: str, since: datetime | None) -> SendResult:
+    async def _send_now(
+        self, step: SendStep, key: str, since: datetime | None, channel: str
+    ) -> SendResult:
         state = self._state
         spec = step.send
         self._show(
             step,
-            f"send:{spec.channel}",
-            f"Sending {spec.channel} `{spec.template}`",
+            f"send:{channel}",
+            f"Sending {channel} `{spec.template}`",
             searchable=False,
         )
+        send = SendInput(
+            idempotency_key=key,
+            journey=self._journey.name,
+            version=self._journey.version,
+            step_id=step.id,
+            contact_key=self._contact_key,
+            template=spec.template,
+            template_version=spec.version,
+            purpose=spec.purpose,
+            topic=spec.topic or "general",
+            windows=self._journey.windows_for(step),
+            trigger=state.trigger,
+            event=state.current_event,
+            scheduled_at=workflow.now(),
+            waiting_since=since,
+        )
+        # Email keeps its own activity (recorded histories name it); every other
+        # channel shares one activity, on a task queue of its own.
+        activity = MessageSender.send_email
+        if channel != "email":
+            activity = MessageSender.send_message
+            send = send.model_copy(update={"channel": channel})
         try:
             return await workflow.execute_activity_method(
-                EmailSender.send_email,
-                SendEmailInput(
-                    idempotency_key=key,
-                    journey=self._journey.name,
-                    version=self._journey.version,
-                    step_id=step.id,
-                    contact_key=self._contact_key,
-                    template=spec.template,
-                    template_version=spec.version,
-                    purpose=spec.purpose,
-                    topic=spec.topic or "general",
-                    windows=self._journey.windows_for(step),
-                    trigger=state.trigger,
-                    event=state.current_event,
-                    scheduled_at=workflow.now(),
-                    waiting_since=since,
-                ),
-                task_queue=naming.EMAIL_TASK_QUEUE,
+                activity,
+                send,
+                task_queue=naming.send_task_queue(channel),
                 start_to_close_timeout=SEND_TIMEOUT,
                 schedule_to_close_timeout=SEND_DEADLINE,
                 retry_policy=SEND_RETRY,
-                summary=f"{step.id}: email {spec.template}",
+                summary=f"{step.id}: {channel} {spec.template}",
             )
         except ActivityError as err:
             return SendResult(delivery_id="", status="failed", detail=_cause(err))

@@ -6,6 +6,8 @@ from typing import Protocol
 
 from pydantic import BaseModel
 
+from tidings.models.policy import SuppressionReason
+
 
 class OutgoingEmail(BaseModel):
     """A rendered email, ready for any email provider."""
@@ -28,7 +30,17 @@ class TransientSendError(Exception):
 
 
 class PermanentSendError(Exception):
-    """The provider refused the message for good: do not retry."""
+    """The provider refused the message for good: do not retry.
+
+    `suppress` says what it means for the address, when it means something
+    for good: an invalid phone number, a dead push token, an unknown mailbox.
+    The send activity records a suppression and may try the step's fallback
+    channel.
+    """
+
+    def __init__(self, message: str, *, suppress: SuppressionReason | None = None) -> None:
+        super().__init__(message)
+        self.suppress = suppress
 
 
 class AmbiguousSendError(Exception):
@@ -42,5 +54,38 @@ class EmailProvider(Protocol):
         """Hand the email over; return the provider's message id.
 
         Raises TransientSendError, PermanentSendError or AmbiguousSendError.
+        """
+        ...
+
+
+class OutgoingMessage(BaseModel):
+    """A rendered message on a channel other than email, ready for any of its providers."""
+
+    channel: str
+    """sms, push, chat, in_app or webhook."""
+    to: str
+    """The address on that channel: an E.164 phone number, a push token, a webhook URL;
+    empty where the provider's configuration names the destination (a Slack channel)."""
+    contact_key: str
+    parts: dict[str, str]
+    """Rendered parts: sms text; push title, body, deep_link; chat text, blocks (JSON);
+    in_app title, body, action; webhook body (JSON)."""
+    delivery_id: str
+    """Unique per message: providers that deduplicate (Standard Webhooks' webhook-id,
+    FCM message ids) get it, and status callbacks carry it back."""
+    status_callback: str | None = None
+    """Where the provider should report delivery status, if it can."""
+
+
+class ChannelProvider(Protocol):
+    name: str
+    channel: str
+
+    def send(self, message: OutgoingMessage) -> str:
+        """Hand the message over; return the provider's message id.
+
+        Raises TransientSendError (with retry_after_seconds from a 429's
+        Retry-After), PermanentSendError (with `suppress` when the address is
+        dead for good) or AmbiguousSendError (the request may have arrived).
         """
         ...
