@@ -219,6 +219,7 @@ async def running_stack(
     database_url: str = "",
     history_event_limit: int = 2_000,
     publish_templates: bool = True,
+    extra_settings: dict[str, Any] | None = None,
 ) -> AsyncIterator[Stack]:
     settings = Settings(
         data_dir=data_dir,
@@ -227,6 +228,7 @@ async def running_stack(
         templates_dir=templates_dir,
         history_event_limit=history_event_limit,
         email_from="Acme <hello@acme.example>",
+        **(extra_settings or {}),
     )
     catalog = Catalog.from_settings(settings)
     database = Database(settings.database_url)
