@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     # a channel's providers are tried in the order listed (failover).
     sms_providers: list[str] = Field(default=["twilio", "vonage"])
     chat_providers: list[str] = Field(default=["slack", "teams"])
+    channel_rate_limits: dict[str, float] = Field(
+        default={},
+        description='Sends per second per channel, e.g. {"sms": 30, "email": 100}: enforced '
+        "by the Temporal server on the channel's task queue, for all workers together.",
+    )
     provider_attempts: int = Field(
         default=3, ge=1, description="Transient failures on one provider before the next."
     )

@@ -154,6 +154,7 @@ async def running_workers(parts: WorkerParts) -> AsyncIterator[list[Worker]]:
             activities=[sender.send_email],
             activity_executor=sending,
             max_concurrent_activities=SEND_THREADS,
+            max_task_queue_activities_per_second=settings.channel_rate_limits.get("email"),
         ),
         # A queue per channel: a cluster can cap each provider's rate on the server
         # (max_task_queue_activities_per_second), and one slow vendor does not hold
@@ -165,6 +166,7 @@ async def running_workers(parts: WorkerParts) -> AsyncIterator[list[Worker]]:
                 activities=[sender.send_message],
                 activity_executor=pool,
                 max_concurrent_activities=CHANNEL_THREADS,
+                max_task_queue_activities_per_second=settings.channel_rate_limits.get(channel),
             )
             for channel, pool in channel_pools.items()
         ),
