@@ -25,6 +25,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from fastapi import FastAPI
 from temporalio.client import Client
 
 from tidings.activities.channels.smtp import SmtpConfig, SmtpProvider
@@ -174,22 +175,7 @@ async def run_dev(
     async with temporal_dev_server(settings, ports) as client:
         database = Database(settings.database_url)
         pushed = TemplateAdmin(database, settings).push(actor=DEV_ACTOR)
-        app = create_app(
-            database=database,
-            secret_key=settings.signing_key(),
-            company=catalog.brand.company,
-            sms_help_text=catalog.policy.sms_help_text,
-            twilio_auth_token=settings.twilio_auth_token,
-            public_url=settings.public_url,
-        )
-        app.mount(
-            DEV_PROVIDERS_PATH,
-            create_sink_app(
-                settings.provider_outbox,
-                service_account_keys={settings.fcm_client_email: _public_pem(settings)},
-                webhook_secret=settings.webhook_secret,
-            ),
-        )
+        app = dev_app(settings, database, catalog)
         with SmtpSink(settings.outbox_dir, port=ports.smtp) as sink:
             parts = WorkerParts(
                 client=client,
@@ -235,6 +221,27 @@ def dev_settings(settings: Settings, ports: DevPorts) -> Settings:
             "webhook_secret": "whsec_" + base64.b64encode(b"tidings-dev-webhook-secret").decode(),
         }
     )
+
+
+def dev_app(settings: Settings, database: Database, catalog: Catalog) -> FastAPI:
+    """The HTTP service, with the vendors' stand-ins mounted under /dev-providers."""
+    app = create_app(
+        database=database,
+        secret_key=settings.signing_key(),
+        company=catalog.brand.company,
+        sms_help_text=catalog.policy.sms_help_text,
+        twilio_auth_token=settings.twilio_auth_token,
+        public_url=settings.public_url,
+    )
+    app.mount(
+        DEV_PROVIDERS_PATH,
+        create_sink_app(
+            settings.provider_outbox,
+            service_account_keys={settings.fcm_client_email: _public_pem(settings)},
+            webhook_secret=settings.webhook_secret,
+        ),
+    )
+    return app
 
 
 def _dev_private_key(data_dir: Path) -> str:
