@@ -44,6 +44,10 @@ Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
+MAX_DIGEST_ITEMS = 100
+"""A digest lists at most this many events (its message and its state stay small)."""
+
+
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -217,6 +221,29 @@ class SendStep(_Step):
     send: Send
 
 
+class Digest(_Spec):
+    """Collect a contact's events of one kind, then send one message listing them."""
+
+    event: EventName
+    window: PositiveDuration
+    """How long to collect, from when the step starts."""
+    max: int | None = Field(default=None, ge=1, le=MAX_DIGEST_ITEMS)
+    """Send as soon as this many have arrived."""
+    send: Send
+    """The message: its template reads `event.properties.events` (each event's
+    properties, oldest first) and `event.properties.count`. Nothing is sent when
+    no event came."""
+
+
+class DigestStep(_Step):
+    kind: ClassVar[str] = "digest"
+    digest: Digest
+
+    @property
+    def send(self) -> Send:
+        return self.digest.send
+
+
 class GotoStep(_Step):
     kind: ClassVar[str] = "goto"
     goto: StepTarget
@@ -227,8 +254,8 @@ class EndStep(_Step):
     end: Literal[True]
 
 
-STEP_KINDS = ("wait", "wait_until", "wait_for", "branch", "send", "goto", "end")
-WAITING_KINDS = frozenset({"wait", "wait_until", "wait_for"})
+STEP_KINDS = ("wait", "wait_until", "wait_for", "branch", "send", "digest", "goto", "end")
+WAITING_KINDS = frozenset({"wait", "wait_until", "wait_for", "digest"})
 
 
 def _step_kind(value: Any) -> str | None:
@@ -244,6 +271,7 @@ Step = Annotated[
     | Annotated[WaitForStep, Tag("wait_for")]
     | Annotated[BranchStep, Tag("branch")]
     | Annotated[SendStep, Tag("send")]
+    | Annotated[DigestStep, Tag("digest")]
     | Annotated[GotoStep, Tag("goto")]
     | Annotated[EndStep, Tag("end")],
     Discriminator(
@@ -291,6 +319,7 @@ class Journey(_Spec):
         if self.goal:
             events.add(self.goal.event)
         events.update(s.wait_for.event for s in self.steps if isinstance(s, WaitForStep))
+        events.update(s.digest.event for s in self.steps if isinstance(s, DigestStep))
         return events
 
     def check_condition(self, source: str, roots: tuple[str, ...]) -> tuple[FieldRef, ...]:
@@ -319,9 +348,9 @@ class Journey(_Spec):
             return [self.following(step.id), *extra, spec.if_missing]
         return [self.following(step.id)]
 
-    def sends(self) -> Iterator[SendStep]:
+    def sends(self) -> Iterator[SendStep | DigestStep]:
         for step in self.steps:
-            if isinstance(step, SendStep):
+            if isinstance(step, SendStep | DigestStep):
                 yield step
 
     def templates(self) -> Iterator[tuple[str, str]]:
@@ -329,7 +358,7 @@ class Journey(_Spec):
         for step in self.sends():
             yield step.id, step.send.template
 
-    def windows_for(self, step: SendStep) -> list[SendWindow]:
+    def windows_for(self, step: SendStep | DigestStep) -> list[SendWindow]:
         """The journey's window and the step's: a send must fit both."""
         return [w for w in (self.send_window, step.send.window) if w is not None]
 
@@ -400,9 +429,16 @@ def _event_problems(journey: Journey) -> list[str]:
             "so every entry would end at once"
         )
     for step in journey.steps:
-        if isinstance(step, WaitForStep) and step.wait_for.event in ending:
+        waited = (
+            step.wait_for.event
+            if isinstance(step, WaitForStep)
+            else step.digest.event
+            if isinstance(step, DigestStep)
+            else None
+        )
+        if waited in ending:
             problems.append(
-                f"step {step.id!r}: waits for {step.wait_for.event!r}, but that event "
+                f"step {step.id!r}: waits for {waited!r}, but that event "
                 "ends the journey (exit_on/goal) before the step could see it"
             )
     return problems

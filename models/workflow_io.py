@@ -54,6 +54,8 @@ class JourneyState(BaseModel):
     sends: int = 0
     continued: int = 0
     resume: Resume | None = None
+    digest: list[JourneyEvent] = []
+    """Events a digest step has collected so far."""
 
 
 class JourneyInput(BaseModel):

@@ -31,7 +31,9 @@ from tidings.models.contact import ContactSnapshot
 from tidings.models.events import JourneyEvent
 from tidings.models.expressions import ExpressionError, evaluate, fields_read
 from tidings.models.journey import (
+    MAX_DIGEST_ITEMS,
     BranchStep,
+    DigestStep,
     EndStep,
     GotoStep,
     SendStep,
@@ -78,6 +80,8 @@ SEND_RETRY = RetryPolicy(
     maximum_attempts=8,
 )
 CONTACT_POLICY_PATCH = "contact-policy-pre-check"
+DIGEST = "digest"
+"""The kind of a Resume that marks a digest step collecting (not a held send)."""
 RECENT_EVENT_IDS = 256
 """How many event ids a journey remembers to drop duplicates (the event log keeps all)."""
 
@@ -228,6 +232,8 @@ class JourneyInterpreter:
             return await self._branch(step)
         if isinstance(step, SendStep):
             return await self._send(step)
+        if isinstance(step, DigestStep):
+            return await self._digest(step)
         if isinstance(step, GotoStep):
             return step.goto
         assert isinstance(step, EndStep)
@@ -319,6 +325,58 @@ class JourneyInterpreter:
         self._state.current_event = seen.event
         return spec.on_event or self._journey.following(step.id)
 
+    async def _digest(self, step: DigestStep) -> str:
+        """Collect events until the window ends (or `max` came), then send them as one."""
+        spec = step.digest
+        state = self._state
+        resume = self._resume(step)
+        if resume is not None and resume.kind != DIGEST:
+            return await self._send(step)  # the digest was collected; its send was held
+        if resume is None:
+            state.digest = []
+            resume = Resume(
+                step_id=step.id, wake_at=workflow.now() + spec.window, label="digest", kind=DIGEST
+            )
+            state.resume = resume
+
+        def full() -> bool:
+            return spec.max is not None and len(state.digest) >= spec.max
+
+        if not full():
+            self._show(
+                step,
+                f"digest:{spec.event}",
+                f"Collecting `{spec.event}` until {resume.wake_at:%Y-%m-%d %H:%M} UTC "
+                f"({len(state.digest)} so far)",
+                resume.wake_at,
+            )
+            await self._until(full, resume.wake_at, f"{step.id}: collect {spec.event}")
+        items, state.digest = state.digest, []
+        state.resume = None
+        if self._exit is not None or not items:
+            return self._journey.following(step.id)
+        state.current_event = JourneyEvent(
+            event_id=f"digest/{step.id}/{state.visits[step.id]}",
+            name=spec.event,
+            properties={"events": [e.properties for e in items], "count": len(items)},
+            occurred_at=workflow.now(),
+        )
+        return await self._send(step)
+
+    def _collect(self, event: JourneyEvent) -> None:
+        """Keep an event for the digest step the journey is collecting in, if any."""
+        state = self._state
+        resume = state.resume
+        if resume is None or resume.kind != DIGEST or resume.step_id != state.step_id:
+            return
+        step = self._journey.step(state.step_id)
+        if (
+            isinstance(step, DigestStep)
+            and step.digest.event == event.name
+            and len(state.digest) < (step.digest.max or MAX_DIGEST_ITEMS)
+        ):
+            state.digest.append(event)
+
     async def _branch(self, step: BranchStep) -> str:
         traits: set[str] = set()
         needs_contact = False
@@ -340,7 +398,7 @@ class JourneyInterpreter:
                 workflow.logger.warning("branch %s: %s; treated as false", step.id, err)
         return step.otherwise or self._journey.following(step.id)
 
-    async def _send(self, step: SendStep) -> str:
+    async def _send(self, step: SendStep | DigestStep) -> str:
         """Check the policy, wait as long as it says, then send; the activity checks again."""
         state = self._state
         key = f"{workflow.info().workflow_id}/{state.entry}/{step.id}/{state.visits[step.id]}"
@@ -381,7 +439,7 @@ class JourneyInterpreter:
         return self._journey.following(step.id)
 
     async def _check_policy(
-        self, step: SendStep, key: str, since: datetime | None
+        self, step: SendStep | DigestStep, key: str, since: datetime | None
     ) -> Decision | None:
         spec = step.send
         try:
@@ -411,7 +469,7 @@ class JourneyInterpreter:
 
     async def _hold(
         self,
-        step: SendStep,
+        step: SendStep | DigestStep,
         until: datetime,
         why: str,
         since: datetime | None,
@@ -425,7 +483,7 @@ class JourneyInterpreter:
         await self._sleep_until(until, f"{step.id}: held until {until:%Y-%m-%d %H:%M} UTC")
 
     async def _send_now(
-        self, step: SendStep, key: str, since: datetime | None, channel: str
+        self, step: SendStep | DigestStep, key: str, since: datetime | None, channel: str
     ) -> SendResult:
         state = self._state
         spec = step.send
@@ -541,6 +599,7 @@ class JourneyInterpreter:
         state.event_seq += 1
         state.latest[event.name] = SeenEvent(seq=state.event_seq, event=event)
         state.received[event.name] = state.received.get(event.name, 0) + 1
+        self._collect(event)
         return True
 
     def _history_is_long(self) -> bool:
