@@ -20,6 +20,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from tidings import naming
+from tidings.activities.channels import ChannelProvider
 from tidings.activities.channels.smtp import SmtpConfig, SmtpProvider
 from tidings.activities.send import MessageSender
 from tidings.catalog import Catalog
@@ -105,6 +106,7 @@ def make_sender(
     templates_dir: Path = EXAMPLE_TEMPLATES,
     policy: PolicyConfig | None = None,
     publish_templates: bool = True,
+    providers: dict[str, list[ChannelProvider]] | None = None,
     **settings: Any,
 ) -> MessageSender:
     """The send activity as a worker builds it, over the published templates."""
@@ -118,6 +120,7 @@ def make_sender(
         sender="Acme <hello@acme.example>",
         default_timezone="UTC",
         policy=policy or PolicyConfig(),
+        providers=providers,
     )
 
 

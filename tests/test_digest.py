@@ -68,7 +68,7 @@ async def start_collecting(stack: Stack, key: str) -> None:
 
     async def collecting() -> bool:
         status = await handle.query(naming.STATUS_QUERY, result_type=JourneyStatus)
-        return status.waiting_for == "digest:comment_added"
+        return bool(status.waiting_for == "digest:comment_added")
 
     await eventually(collecting)
 
