@@ -155,6 +155,7 @@ async def running_workers(parts: WorkerParts) -> AsyncIterator[list[Worker]]:
             activity_executor=sending,
             max_concurrent_activities=SEND_THREADS,
             max_task_queue_activities_per_second=settings.channel_rate_limits.get("email"),
+            max_activities_per_second=settings.channel_rate_limits.get("email"),
         ),
         # A queue per channel: a cluster can cap each provider's rate on the server
         # (max_task_queue_activities_per_second), and one slow vendor does not hold
@@ -167,6 +168,9 @@ async def running_workers(parts: WorkerParts) -> AsyncIterator[list[Worker]]:
                 activity_executor=pool,
                 max_concurrent_activities=CHANNEL_THREADS,
                 max_task_queue_activities_per_second=settings.channel_rate_limits.get(channel),
+                # The server's limit lets a second's worth of tokens burst at once after
+                # a quiet spell; this worker's own limit smooths that burst.
+                max_activities_per_second=settings.channel_rate_limits.get(channel),
             )
             for channel, pool in channel_pools.items()
         ),

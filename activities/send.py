@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr
@@ -28,6 +29,7 @@ from tidings.activities.channels import (
     TransientSendError,
 )
 from tidings.activities.compose import Composed, ComposeError, Composer, ComposeRequest
+from tidings.activities.send_metrics import ErrorClass, Outcome, record_send
 from tidings.db import audit, deliveries, suppressions
 from tidings.db.engine import Database
 from tidings.db.policy_facts import load_facts
@@ -267,11 +269,20 @@ class MessageSender:
             channel=delivery.channel,
             provider=provider,
         )
+        started = time.monotonic()
+
+        def measured(outcome: Outcome, error_class: ErrorClass | None = None) -> None:
+            seconds = time.monotonic() - started
+            record_send(delivery.channel, provider, outcome, seconds, error_class)
+
         try:
             provider_id = send()
         except TransientSendError as err:
             last = _is_last_attempt()
-            self._finish(delivery, deliveries.FAILED if last else deliveries.DEFERRED, str(err))
+            measured("failed" if last else "deferred", "transient")
+            self._finish(
+                delivery, deliveries.FAILED if last else deliveries.DEFERRED, str(err), provider
+            )
             bound.warning("send deferred", error=str(err), last_attempt=last, switching=switching)
             if last:
                 return SendResult(delivery_id=delivery.id, status="failed", detail=str(err))
@@ -281,7 +292,8 @@ class MessageSender:
                 f"{provider}: {err}", type="TransientSendError", next_retry_delay=delay
             ) from err
         except PermanentSendError as err:
-            self._finish(delivery, deliveries.FAILED, f"{provider}: {err}")
+            measured("failed", "permanent")
+            self._finish(delivery, deliveries.FAILED, f"{provider}: {err}", provider)
             if err.suppress is not None and delivery.to_address:
                 self._suppress(delivery, err.suppress, f"{provider}: {err}")
             bound.warning("send failed", error=str(err), suppressed=err.suppress)
@@ -292,9 +304,11 @@ class MessageSender:
                 permanent=True,
             )
         except AmbiguousSendError as err:
-            self._finish(delivery, deliveries.UNCERTAIN, str(err))
+            measured("uncertain", "ambiguous")
+            self._finish(delivery, deliveries.UNCERTAIN, str(err), provider)
             bound.error("send uncertain", error=str(err))
             return SendResult(delivery_id=delivery.id, status="uncertain", detail=str(err))
+        measured("sent")
         with self._db.session() as session:
             deliveries.finish(
                 session=session,
@@ -319,10 +333,15 @@ class MessageSender:
                 note=note[:500],
             )
 
-    def _finish(self, delivery: Delivery, status: str, error: str) -> None:
+    def _finish(self, delivery: Delivery, status: str, error: str, provider: str) -> None:
         with self._db.session() as session:
             deliveries.finish(
-                session=session, delivery_id=delivery.id, status=status, error=error, now=_now()
+                session=session,
+                delivery_id=delivery.id,
+                status=status,
+                error=error,
+                provider=provider,
+                now=_now(),
             )
 
 

@@ -157,10 +157,11 @@ def finish(
     `sent` replaces an `uncertain` mark a later attempt left meanwhile.
     """
     values: dict[str, object] = {"status": status, "updated_at": now}
+    if provider is not None:
+        values["provider"] = provider
     if status == SENT:
         values["sent_at"] = now
         values["provider_message_id"] = provider_message_id
-        values["provider"] = provider
         values["error"] = None
     if error is not None:
         values["error"] = error[:1000]
