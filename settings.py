@@ -78,6 +78,13 @@ class Settings(BaseSettings):
     provider_attempts: int = Field(
         default=3, ge=1, description="Transient failures on one provider before the next."
     )
+    sendgrid_api_key: str = Field(
+        default="", description="With a key, SendGrid takes email when SMTP keeps failing."
+    )
+    sendgrid_base_url: str = "https://api.sendgrid.com"
+    sendgrid_webhook_key: str = Field(
+        default="", description="The event webhook's verification key (base64 DER)."
+    )
     twilio_account_sid: str = ""
     twilio_auth_token: str = ""
     twilio_from: str = ""

@@ -23,7 +23,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from tidings import naming
 from tidings.activities.channels import EmailProvider
-from tidings.activities.channels.registry import channel_providers
+from tidings.activities.channels.registry import channel_providers, email_fallbacks
 from tidings.activities.channels.smtp import SmtpConfig, SmtpProvider
 from tidings.activities.compose import Composer
 from tidings.activities.contacts import ContactReader
@@ -128,6 +128,7 @@ async def running_workers(parts: WorkerParts) -> AsyncIterator[list[Worker]]:
         default_timezone=settings.default_timezone,
         policy=parts.catalog.policy,
         providers=channel_providers(settings, parts.database),
+        email_fallbacks=email_fallbacks(settings),
         attempts_per_provider=settings.provider_attempts,
         status_callbacks={
             "twilio": f"{settings.public_url.rstrip('/')}/callbacks/twilio/status",

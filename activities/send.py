@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr
+from typing import TypeVar
 
 import structlog
 from sqlmodel import Session
@@ -40,6 +41,7 @@ from tidings.models.workflow_io import SendInput, SendResult, SendStatus
 from tidings.policy.engine import decide
 
 log = structlog.get_logger(__name__)
+P = TypeVar("P", EmailProvider, ChannelProvider)
 
 DELIVERY_HEADER = "X-Tidings-Delivery"
 """An opaque delivery id in every email, to trace a message back to its journey step."""
@@ -64,12 +66,13 @@ class MessageSender:
         default_timezone: str,
         policy: PolicyConfig,
         providers: Mapping[str, Sequence[ChannelProvider]] | None = None,
+        email_fallbacks: Sequence[EmailProvider] = (),
         attempts_per_provider: int = 3,
         status_callbacks: Mapping[str, str] | None = None,
     ) -> None:
         self._db = db
         self._composer = composer
-        self._provider = provider
+        self._email_providers = [provider, *email_fallbacks]
         self._sender = sender
         self._default_timezone = default_timezone
         self._policy = policy
@@ -177,10 +180,11 @@ class MessageSender:
             return _result(claim.delivery)
         if channel == "email":
             email = self._email(composed, claim.delivery, input.idempotency_key)
+            mailer, switching = self._pick(self._email_providers)
             return self._hand_over(
-                claim.delivery, self._provider.name, lambda: self._provider.send(email)
+                claim.delivery, mailer.name, lambda: mailer.send(email), switching=switching
             )
-        provider, switching = self._provider_for(channel)
+        provider, switching = self._pick(self._providers[channel])
         message = OutgoingMessage(
             channel=channel,
             to=composed.to or "",
@@ -193,9 +197,8 @@ class MessageSender:
             claim.delivery, provider.name, lambda: provider.send(message), switching=switching
         )
 
-    def _provider_for(self, channel: str) -> tuple[ChannelProvider, bool]:
+    def _pick(self, providers: Sequence[P]) -> tuple[P, bool]:
         """This attempt's provider, and whether the next attempt moves to another one."""
-        providers = self._providers[channel]
         attempt = activity.info().attempt
         index = min((attempt - 1) // self._attempts_per_provider, len(providers) - 1)
         switching = index < len(providers) - 1 and attempt % self._attempts_per_provider == 0

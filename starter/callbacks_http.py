@@ -1,4 +1,4 @@
-"""Provider callbacks: Twilio delivery status and inbound SMS.
+"""Provider callbacks: Twilio delivery status and inbound SMS; SendGrid email events.
 
 Every request must carry a valid `X-Twilio-Signature` over the public URL
 Twilio called (`TIDINGS_PUBLIC_URL` + path) and its form parameters; an
@@ -10,6 +10,8 @@ unsigned or badly signed request is refused with 403 and changes nothing.
 - `POST /inbound/twilio/sms`: a text from a contact. STOP, START and HELP
   act on the consent ledger at once (a sleeping journey's next SMS is
   skipped) and the reply goes back as TwiML.
+- `POST /callbacks/sendgrid/events`: SendGrid's signed event webhook (ECDSA);
+  bounces, drops and complaints suppress the address (see db/email_outcomes).
 """
 
 from __future__ import annotations
@@ -21,8 +23,15 @@ import structlog
 from fastapi import APIRouter, HTTPException, Request, Response
 from sqlmodel import Session
 
+from tidings.activities.channels.sendgrid import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    EmailEvent,
+    parse_events,
+    verify_event_webhook,
+)
 from tidings.activities.channels.twilio import verify_twilio_signature
-from tidings.db import delivery_events, suppressions
+from tidings.db import delivery_events, email_outcomes, suppressions
 from tidings.db.engine import Database
 from tidings.errors import InputError
 from tidings.starter.policy_admin import PolicyAdmin
@@ -39,12 +48,28 @@ TWILIO_STATUSES = {
     "failed": "failed",
     "read": "opened",
 }
+SENDGRID_STATUSES = {
+    "queued": "queued",
+    "delivered": "delivered",
+    "deferred": "queued",
+    "bounced": "bounced",
+    "dropped": "failed",
+    "opened": "opened",
+    "clicked": "clicked",
+    "complained": "complained",
+}
+"""Event kinds kept in a delivery's history (unsubscribes go through the ledger instead)."""
 DEAD_NUMBER_CODES = {"30005", "30006"}
 """Unknown destination, landline or unreachable carrier: this number will never take SMS."""
 
 
 def callbacks_router(
-    *, database: Database, admin: PolicyAdmin, twilio_auth_token: str, public_url: str
+    *,
+    database: Database,
+    admin: PolicyAdmin,
+    twilio_auth_token: str,
+    public_url: str,
+    sendgrid_public_key: str = "",
 ) -> APIRouter:
     router = APIRouter()
 
@@ -86,7 +111,47 @@ def callbacks_router(
             media_type="application/xml",
         )
 
+    @router.post("/callbacks/sendgrid/events", status_code=204)
+    async def sendgrid_events(request: Request) -> Response:
+        payload = await request.body()
+        signature = request.headers.get(SIGNATURE_HEADER, "")
+        timestamp = request.headers.get(TIMESTAMP_HEADER, "")
+        if not sendgrid_public_key:
+            raise HTTPException(
+                403, "SendGrid events are not configured: set TIDINGS_SENDGRID_WEBHOOK_KEY"
+            )
+        if not verify_event_webhook(sendgrid_public_key, payload, signature, timestamp):
+            log.warning("refused a badly signed SendGrid event batch")
+            raise HTTPException(403, "bad or missing SendGrid event webhook signature")
+        try:
+            events = parse_events(payload)
+        except ValueError as err:
+            raise HTTPException(400, f"not a SendGrid event batch: {err}") from None
+        await database.run(lambda session: _record_sendgrid(session, events))
+        return Response(status_code=204)
+
     return router
+
+
+def _record_sendgrid(session: Session, events: list[EmailEvent]) -> None:
+    for event in events:
+        if event.kind not in SENDGRID_STATUSES:
+            continue
+        bounce = event.bounce_class
+        email_outcomes.record(
+            session=session,
+            provider="sendgrid",
+            outcome=email_outcomes.EmailOutcome(
+                delivery_id=event.delivery_id,
+                provider_message_id=event.send_message_id,
+                status=SENDGRID_STATUSES[event.kind],
+                provider_status=f"bounce:{bounce}" if bounce else event.event,
+                event_id=event.event_id,
+                code=event.status or None,
+                suppress=event.suppress_reason(),
+                at=event.at,
+            ),
+        )
 
 
 def _record_status(session: Session, sid: str, status: str, code: str | None) -> None:

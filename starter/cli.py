@@ -14,7 +14,7 @@ from tidings.catalog import Catalog, validate_files
 from tidings.content.files import load_library
 from tidings.logs import configure_logging
 from tidings.settings import Settings
-from tidings.starter import cli_inbox, cli_policy, cli_report, cli_templates
+from tidings.starter import cli_bounces, cli_inbox, cli_policy, cli_report, cli_templates
 from tidings.starter.cli_support import (
     DataDir,
     echo_json,
@@ -39,6 +39,7 @@ cli_policy.register(app)
 cli_templates.register(app)
 cli_inbox.register(app)
 cli_report.register(app)
+cli_bounces.register(app)
 
 R = TypeVar("R")
 

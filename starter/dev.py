@@ -215,6 +215,8 @@ def dev_settings(settings: Settings, ports: DevPorts) -> Settings:
             "fcm_private_key": _dev_private_key(settings.data_dir),
             "fcm_token_url": sink + "/token",
             "fcm_base_url": sink,
+            "sendgrid_api_key": "SG.dev",
+            "sendgrid_base_url": sink,
             "slack_webhook_url": sink + "/slack/dev",
             "teams_webhook_url": sink + "/teams/dev",
             "webhook_url": sink + "/webhooks/dev",

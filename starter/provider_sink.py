@@ -1,4 +1,4 @@
-"""A local stand-in for the SMS, push, chat and webhook vendors (`tidings dev` and tests).
+"""A local stand-in for the SendGrid, SMS, push, chat and webhook vendors (`tidings dev`, tests).
 
 It speaks each vendor's wire format, so the real providers run against it
 unchanged with their base URL pointed here:
@@ -11,6 +11,8 @@ unchanged with their base URL pointed here:
   (a bearer token this sink issued).
 - Slack: `POST /slack/{name}`; Teams: `POST /teams/{name}`; Standard Webhooks:
   `POST /webhooks/{name}` (signature checked when a secret is given).
+- SendGrid: `POST /v3/mail/send` (v3 JSON, `Authorization: Bearer`), answering
+  202 with an empty body and an `X-Message-Id` header.
 
 Every accepted message is appended as one JSON line to the record file:
 `channel`, `provider`, `to`, `parts` (what a person would see), `payload` (the
@@ -30,11 +32,15 @@ Magic values make it fail the way the vendor does:
 - Slack and Teams name `gone`: 404 (Slack `no_service`); Slack `archived`: 410
   `channel_is_archived`; Teams `legacy-429`: the old connector's 200 whose text
   reports a 429. Webhook name `gone`: 410.
+- SendGrid: a bearer key not shaped `SG.…`, 401; a sender whose address starts `unverified@`,
+  403 (not a verified Sender Identity); a recipient without `@`, a reserved
+  header (To, From, Subject, Reply-To...), or content not led by text/plain:
+  400 with SendGrid's `errors` list.
 - Any HTTP status NNN, on any route: a base URL ending in `/fail/NNN` (the
   prefix is taken off before routing), `?fail=NNN`, an `X-Sink-Fail: NNN`
-  header, an SMS number +15005550NNN (NNN 429 or 5xx), or a token or name
-  `fail-NNN`. The answer is the vendor's error for that status; 429 and 503
-  come with `Retry-After: 2`.
+  header, an SMS number +15005550NNN (NNN 429 or 5xx), a token or name
+  `fail-NNN`, or an email recipient `fail-NNN@...`. The answer is the
+  vendor's error for that status; 429 and 503 come with `Retry-After: 2`.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -77,6 +84,11 @@ VONAGE_NUMBERS: dict[str, tuple[str, str]] = {
     "15005550429": ("1", "Throughput Rate Exceeded - please wait [ 1 ] and retry"),
     "15005550500": ("5", "Internal Error"),
 }
+SENDGRID_RESERVED_HEADERS = frozenset(
+    {"to", "from", "subject", "reply-to", "cc", "bcc", "content-type",
+     "content-transfer-encoding", "received", "dkim-signature", "x-sg-id", "x-sg-eid"}
+)  # fmt: skip
+"""Headers the v3 API sets from its own fields, or SendGrid sets itself."""
 _FAIL_PREFIX = re.compile(r"/fail/(\d{3})(/.*)")
 _FAIL_DESTINATION = re.compile(r"fail-(\d{3})|\+?15005550(429|5\d\d)")
 
@@ -133,6 +145,7 @@ def create_sink_app(
     _vonage_routes(app, state)
     _fcm_routes(app, state)
     _chat_routes(app, state)
+    _sendgrid_routes(app, state)
     return app
 
 
@@ -427,3 +440,82 @@ def _chat_routes(app: FastAPI, state: SinkState) -> None:
         parts = payload.get("parts", payload) if isinstance(payload, dict) else payload
         state.record("webhook", "webhook", name, parts, payload, headers["webhook-id"])
         return Response(status_code=204)
+
+
+def _sendgrid_routes(app: FastAPI, state: SinkState) -> None:
+    def error(status: int, message: str, field: str | None = None) -> JSONResponse:
+        body = {"errors": [{"message": message, "field": field, "help": None}]}
+        return JSONResponse(body, status_code=status, headers=_retry_headers(status))
+
+    @app.post("/v3/mail/send")
+    async def sendgrid_send(request: Request) -> Response:
+        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not key.startswith("SG."):
+            return error(401, "The provided authorization grant is invalid, expired, or revoked")
+        payload = await request.json()
+        recipients = [
+            str(to.get("email", ""))
+            for personalization in payload.get("personalizations") or []
+            for to in personalization.get("to") or []
+        ]
+        forced = _forced(request, recipients[0].partition("@")[0] if recipients else "")
+        if forced is not None:
+            return _sendgrid_forced(forced, error)
+        problem = _sendgrid_problem(payload, recipients)
+        if problem is not None:
+            return error(*problem)
+        message_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        content = {part.get("type"): part.get("value") for part in payload["content"]}
+        parts = {
+            "subject": payload.get("subject", ""),
+            "text": content.get("text/plain", ""),
+            **({"html": content["text/html"]} if "text/html" in content else {}),
+        }
+        state.record("email", "sendgrid", recipients[0], parts, payload, message_id)
+        return Response(status_code=202, headers={"X-Message-Id": message_id})
+
+
+def _sendgrid_forced(status: int, error: Callable[[int, str], JSONResponse]) -> JSONResponse:
+    """SendGrid's error for a forced status; its rate limits also name the reset time."""
+    if status != 429:
+        return error(status, "internal error" if status >= 500 else "forced failure")
+    answer = error(429, "too many requests")
+    answer.headers.update(
+        {
+            "X-RateLimit-Limit": "600",
+            "X-RateLimit-Remaining": "0",
+            "X-RateLimit-Reset": str(int(time.time()) + int(RETRY_AFTER)),
+        }
+    )
+    return answer
+
+
+def _sendgrid_problem(
+    payload: dict[str, Any], recipients: list[str]
+) -> tuple[int, str, str] | None:
+    """What SendGrid would refuse with 400 (or 403 for the sender), or None."""
+    sender = payload.get("from") or {}
+    if not sender.get("email"):
+        return 400, "The from object must be provided for every email send.", "from.email"
+    if str(sender["email"]).startswith("unverified@"):
+        message = (
+            "The from address does not match a verified Sender Identity. Mail cannot be "
+            "sent until this error is resolved."
+        )
+        return 403, message, "from"
+    if not recipients:
+        return 400, "The personalizations field is required.", "personalizations"
+    for index, address in enumerate(recipients):
+        if "@" not in address:
+            return 400, "Does not contain a valid address.", f"personalizations.0.to.{index}.email"
+    if not payload.get("subject"):
+        return 400, "The subject is required.", "subject"
+    types = [part.get("type") for part in payload.get("content") or []]
+    if not types:
+        return 400, "The content parameter is required.", "content"
+    if "text/plain" in types and types[0] != "text/plain":
+        return 400, "The text/plain content type must be first.", "content.0.type"
+    for name in payload.get("headers") or {}:
+        if name.lower() in SENDGRID_RESERVED_HEADERS:
+            return 400, f"The header {name} is reserved and cannot be set.", "headers"
+    return None

@@ -60,6 +60,7 @@ def create_app(
     sms_help_text: str,
     twilio_auth_token: str = "",
     public_url: str = "",
+    sendgrid_public_key: str = "",
 ) -> FastAPI:
     app = FastAPI(title="tidings", summary="Durable customer journeys on Temporal")
     admin = PolicyAdmin(database, sms_help_text=sms_help_text)
@@ -70,6 +71,7 @@ def create_app(
             admin=admin,
             twilio_auth_token=twilio_auth_token,
             public_url=public_url,
+            sendgrid_public_key=sendgrid_public_key,
         )
     )
 
@@ -170,6 +172,7 @@ async def serve_forever(settings: Settings, *, host: str, port: int, stop: async
             sms_help_text=policy.sms_help_text,
             twilio_auth_token=settings.twilio_auth_token,
             public_url=settings.public_url,
+            sendgrid_public_key=settings.sendgrid_webhook_key,
         )
         async with running_service(app, host=host, port=port):
             await stop.wait()

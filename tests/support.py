@@ -20,7 +20,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from tidings import naming
-from tidings.activities.channels import ChannelProvider
+from tidings.activities.channels import ChannelProvider, EmailProvider
 from tidings.activities.channels.smtp import SmtpConfig, SmtpProvider
 from tidings.activities.send import MessageSender
 from tidings.catalog import Catalog
@@ -107,6 +107,7 @@ def make_sender(
     policy: PolicyConfig | None = None,
     publish_templates: bool = True,
     providers: dict[str, list[ChannelProvider]] | None = None,
+    email_fallbacks: list[EmailProvider] | None = None,
     **settings: Any,
 ) -> MessageSender:
     """The send activity as a worker builds it, over the published templates."""
@@ -121,6 +122,8 @@ def make_sender(
         default_timezone="UTC",
         policy=policy or PolicyConfig(),
         providers=providers,
+        email_fallbacks=email_fallbacks or [],
+        attempts_per_provider=config.provider_attempts,
     )
 
 

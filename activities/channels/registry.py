@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tidings.activities.channels import ChannelProvider
+from tidings.activities.channels import ChannelProvider, EmailProvider
 from tidings.activities.channels.fcm import FcmConfig, FcmPush
 from tidings.activities.channels.inbox import InboxProvider
+from tidings.activities.channels.sendgrid import SendGridConfig, SendGridEmail
 from tidings.activities.channels.slack import SlackConfig, SlackWebhook
 from tidings.activities.channels.teams import TeamsConfig, TeamsWebhook
 from tidings.activities.channels.twilio import TwilioConfig, TwilioSms
@@ -97,3 +98,10 @@ def _ordered(
         )
     built = (known[name](settings) for name in names)
     return [provider for provider in built if provider is not None]
+
+
+def email_fallbacks(settings: Settings) -> list[EmailProvider]:
+    """Email providers after SMTP, in order: SendGrid once its key is set."""
+    if not settings.sendgrid_api_key:
+        return []
+    return [SendGridEmail(SendGridConfig(settings.sendgrid_api_key, settings.sendgrid_base_url))]
