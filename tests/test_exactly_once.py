@@ -143,3 +143,41 @@ async def _send_with_retries(
         except ApplicationError:
             continue
     raise AssertionError(f"{input.idempotency_key}: still failing after every attempt")
+
+
+@pytest.fixture
+async def plain_vendor(tmp_path: Path) -> AsyncIterator[str]:
+    app = create_sink_app(tmp_path / "plain.jsonl")
+    async with running_service(app, host="127.0.0.1", port=free_port()) as url:
+        yield url
+
+
+@pytest.mark.parametrize(("fallbacks", "delay"), [(0, 2.0), (1, 1.0)])
+async def test_a_rate_limited_attempt_waits_as_the_vendor_asks_unless_another_vendor_takes_over(
+    database: Database,
+    smtp: SmtpSink,
+    tmp_path: Path,
+    plain_vendor: str,
+    fallbacks: int,
+    delay: float,
+) -> None:
+    templates = copy_tree(EXAMPLE_TEMPLATES, tmp_path / "templates")
+    (templates / "ping.yaml").write_text(PING)
+    limited = SlackWebhook(SlackConfig(webhook_url=f"{plain_vendor}/slack/fail-429"))
+    spare = SlackWebhook(SlackConfig(webhook_url=f"{plain_vendor}/slack/spare"))
+    sender = make_sender(
+        database,
+        smtp,
+        tmp_path,
+        templates_dir=templates,
+        providers={"chat": [limited, spare][: 1 + fallbacks]},
+        provider_attempts=1,
+    )
+    env = activity_env(attempt=1, retry_policy=SEND_RETRY)
+
+    with pytest.raises(ApplicationError) as caught:
+        await asyncio.to_thread(env.run, sender.send_message, send_input(1))
+
+    # The vendor said Retry-After: 2; moving to the spare vendor need not wait for it.
+    assert caught.value.next_retry_delay is not None
+    assert caught.value.next_retry_delay.total_seconds() == delay
