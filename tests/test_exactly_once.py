@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from support import EXAMPLE_TEMPLATES, activity_env, copy_tree, make_sender
 from temporalio.exceptions import ApplicationError
 
+from tidings.activities.channels import ChannelProvider
 from tidings.activities.channels.slack import SlackConfig, SlackWebhook
 from tidings.db.contacts import upsert_contact
 from tidings.db.engine import Database
@@ -165,12 +166,14 @@ async def test_a_rate_limited_attempt_waits_as_the_vendor_asks_unless_another_ve
     (templates / "ping.yaml").write_text(PING)
     limited = SlackWebhook(SlackConfig(webhook_url=f"{plain_vendor}/slack/fail-429"))
     spare = SlackWebhook(SlackConfig(webhook_url=f"{plain_vendor}/slack/spare"))
+    chat: list[ChannelProvider] = [limited, spare]
+    chat = chat[: 1 + fallbacks]
     sender = make_sender(
         database,
         smtp,
         tmp_path,
         templates_dir=templates,
-        providers={"chat": [limited, spare][: 1 + fallbacks]},
+        providers={"chat": chat},
         provider_attempts=1,
     )
     env = activity_env(attempt=1, retry_policy=SEND_RETRY)
