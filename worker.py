@@ -203,7 +203,10 @@ async def serve(parts: WorkerParts, stop: asyncio.Event) -> None:
     async with running_workers(parts):
         log.info(
             "worker running",
-            task_queues=[naming.JOURNEY_TASK_QUEUE, naming.EMAIL_TASK_QUEUE],
+            task_queues=[
+                naming.JOURNEY_TASK_QUEUE,
+                *(naming.send_task_queue(c) for c in naming.SEND_CHANNELS),
+            ],
             journeys=sorted(parts.catalog.journeys),
         )
         await stop.wait()
