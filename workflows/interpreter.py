@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import Priority, RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 from tidings import naming
@@ -80,6 +80,10 @@ SEND_RETRY = RetryPolicy(
     maximum_attempts=8,
 )
 CONTACT_POLICY_PATCH = "contact-policy-pre-check"
+SEND_PRIORITY_PATCH = "send-priority"
+SEND_PRIORITY = {"critical": 1, "transactional": 2, "service": 3, "marketing": 4}
+"""Temporal task priority by purpose (1 runs first): when a provider's queue is
+saturated, a password reset does not wait behind a newsletter."""
 DIGEST = "digest"
 """The kind of a Resume that marks a digest step collecting (not a held send)."""
 RECENT_EVENT_IDS = 256
@@ -515,11 +519,18 @@ class JourneyInterpreter:
         if channel != "email":
             activity = MessageSender.send_message
             send = send.model_copy(update={"channel": channel})
+        # Journeys whose sends were scheduled without a priority replay without one.
+        priority = (
+            Priority(priority_key=SEND_PRIORITY[spec.purpose])
+            if workflow.patched(SEND_PRIORITY_PATCH)
+            else Priority.default
+        )
         try:
             return await workflow.execute_activity_method(
                 activity,
                 send,
                 task_queue=naming.send_task_queue(channel),
+                priority=priority,
                 start_to_close_timeout=SEND_TIMEOUT,
                 schedule_to_close_timeout=SEND_DEADLINE,
                 retry_policy=SEND_RETRY,
