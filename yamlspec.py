@@ -68,19 +68,20 @@ def loc_text(data: Any, loc: tuple[Any, ...]) -> str:
     return text or "(step)"
 
 
-def line_at(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
-    """The 1-based line of the deepest YAML node along `loc`."""
-    if node is None:
-        return None
-    line = node.start_mark.line + 1
+def deepest_node(node: yaml.Node | None, loc: tuple[Any, ...]) -> yaml.Node | None:
+    """The deepest YAML node found along `loc` (keys that are missing are skipped)."""
     for item in loc:
         child = None
         if isinstance(node, yaml.MappingNode):
             child = next((v for k, v in node.value if k.value == item), None)
         elif isinstance(node, yaml.SequenceNode) and isinstance(item, int):
             child = node.value[item] if item < len(node.value) else None
-        if child is None:
-            continue
-        node = child
-        line = node.start_mark.line + 1
-    return line
+        if child is not None:
+            node = child
+    return node
+
+
+def line_at(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """The 1-based line of the deepest YAML node along `loc`."""
+    found = deepest_node(node, loc)
+    return None if found is None else found.start_mark.line + 1

@@ -29,7 +29,7 @@ from tidings.content.environment import (
 from tidings.content.spec import StoredTemplate, TemplateSpec, TranslationSpec, Variants
 from tidings.errors import SpecError
 from tidings.models.expressions import CONTACT_FIELDS, FieldRef
-from tidings.yamlspec import line_at, read_yaml, validate_yaml
+from tidings.yamlspec import deepest_node, read_yaml, validate_yaml
 
 PARTIALS_DIR = "_partials"
 BRAND_FILE = "_brand.yaml"
@@ -280,17 +280,8 @@ def _suggest(ref: FieldRef) -> str:
 
 def _line(node: yaml.Node | None, where: tuple[str, ...], lineno: int) -> int | str:
     """The file line of line `lineno` of a part (block scalars start on the next line)."""
-    start = line_at(node, where)
-    if start is None:
+    value = deepest_node(node, where)
+    if value is None:
         return "?"
-    value = _node_at(node, where)
     block = isinstance(value, yaml.ScalarNode) and value.style in ("|", ">")
-    return start + lineno - (0 if block else 1)
-
-
-def _node_at(node: yaml.Node | None, where: tuple[str, ...]) -> yaml.Node | None:
-    for key in where:
-        if not isinstance(node, yaml.MappingNode):
-            return None
-        node = next((v for k, v in node.value if k.value == key), None)
-    return node
+    return value.start_mark.line + 1 + lineno - (0 if block else 1)
