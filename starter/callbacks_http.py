@@ -11,7 +11,7 @@ unsigned or badly signed request is refused with 403 and changes nothing.
   act on the consent ledger at once (a sleeping journey's next SMS is
   skipped) and the reply goes back as TwiML.
 - `POST /callbacks/sendgrid/events`: SendGrid's signed event webhook (ECDSA);
-  bounces, drops and complaints suppress the address (see db/email_outcomes).
+  bounces, drops and complaints suppress the address (see db/delivery_reports).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from tidings.activities.channels.sendgrid import (
     verify_event_webhook,
 )
 from tidings.activities.channels.twilio import verify_twilio_signature
-from tidings.db import delivery_events, email_outcomes, suppressions
+from tidings.db import delivery_reports
 from tidings.db.engine import Database
 from tidings.errors import InputError
 from tidings.starter.policy_admin import PolicyAdmin
@@ -138,10 +138,10 @@ def _record_sendgrid(session: Session, events: list[EmailEvent]) -> None:
         if event.kind not in SENDGRID_STATUSES:
             continue
         bounce = event.bounce_class
-        email_outcomes.record(
+        delivery_reports.record(
             session=session,
             provider="sendgrid",
-            outcome=email_outcomes.EmailOutcome(
+            report=delivery_reports.DeliveryReport(
                 delivery_id=event.delivery_id,
                 provider_message_id=event.send_message_id,
                 status=SENDGRID_STATUSES[event.kind],
@@ -155,28 +155,19 @@ def _record_sendgrid(session: Session, events: list[EmailEvent]) -> None:
 
 
 def _record_status(session: Session, sid: str, status: str, code: str | None) -> None:
-    delivery = delivery_events.find_delivery(
-        session=session, provider="twilio", provider_message_id=sid
-    )
-    if delivery is None:
-        log.info("status for a message we do not know", provider="twilio")
-        return
-    now = datetime.now(UTC)
-    recorded = delivery_events.record(
+    recorded = delivery_reports.record(
         session=session,
-        delivery=delivery,
-        status=TWILIO_STATUSES[status],
-        provider_status=status,
-        provider_event_id=f"{sid}:{status}",
-        error_code=code,
-        at=now,
+        provider="twilio",
+        report=delivery_reports.DeliveryReport(
+            delivery_id=None,
+            provider_message_id=sid,
+            status=TWILIO_STATUSES[status],
+            provider_status=status,
+            event_id=f"{sid}:{status}",
+            code=code,
+            suppress="invalid_number" if code in DEAD_NUMBER_CODES else None,
+            at=datetime.now(UTC),
+        ),
     )
-    if recorded is not None and code in DEAD_NUMBER_CODES and delivery.to_address:
-        suppressions.suppress(
-            session=session,
-            reason="invalid_number",
-            now=now,
-            channel="sms",
-            address=delivery.to_address,
-            note=f"twilio error {code} on delivery {delivery.id}",
-        )
+    if not recorded:
+        log.info("status for a message we do not know, or again", provider="twilio")

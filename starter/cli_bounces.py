@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from tidings.activities.channels.bounces import Bounce, scan_maildir
-from tidings.db import email_outcomes
+from tidings.db import delivery_reports
 from tidings.db.engine import Database
 from tidings.starter.cli_support import DataDir, friendly_errors, settings_for
 
@@ -23,10 +23,10 @@ def register(app: typer.Typer) -> None:
     app.add_typer(bounces_app, name="bounces")
 
 
-def outcome(bounce: Bounce, at: datetime) -> email_outcomes.EmailOutcome:
+def report(bounce: Bounce, at: datetime) -> delivery_reports.DeliveryReport:
     """A report as a line of the delivery's history (the same report twice is one line)."""
     failed = bounce.action == "failed"
-    return email_outcomes.EmailOutcome(
+    return delivery_reports.DeliveryReport(
         delivery_id=bounce.delivery_id,
         provider_message_id=None,
         status=STATUSES[bounce.action],
@@ -51,8 +51,8 @@ def scan(
     try:
         for bounce in found:
             with database.session() as session:
-                done = email_outcomes.record(
-                    session=session, outcome=outcome(bounce, datetime.now(UTC)), provider="smtp"
+                done = delivery_reports.record(
+                    session=session, report=report(bounce, datetime.now(UTC)), provider="smtp"
                 )
             applied += done
             unknown += not done

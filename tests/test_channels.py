@@ -288,3 +288,26 @@ async def test_an_in_app_step_lands_in_the_contacts_inbox_once(
     assert [m.title for m in messages] == ["Your cart is waiting"] * 2
     assert messages[0].action == "https://s.example/c/1"
     assert {d.provider for d in stack.deliveries()} == {"inbox"}
+
+
+async def test_a_number_the_carrier_says_does_not_exist_is_suppressed_from_its_callback(
+    sms_stack: Stack, vendors: Vendors, service: str, contact_key: str
+) -> None:
+    await sms_contact(sms_stack, contact_key)
+    await sms_stack.client.track(contact_key, "nudge", CART)
+    await sms_stack.result("nudge", contact_key)
+    sid = vendors.received("sms")[0]["provider_id"]
+    path = "/callbacks/twilio/status"
+    params = {"MessageSid": sid, "MessageStatus": "undelivered", "ErrorCode": "30006"}
+
+    async with httpx.AsyncClient() as http:
+        answer = await http.post(service + path, data=params, headers=signed(path, params))
+
+    assert answer.status_code == 204
+    with sms_stack.database.session() as session:
+        [suppression] = session.exec(select(SuppressionRecord)).all()
+    assert (suppression.reason, suppression.channel, suppression.address) == (
+        "invalid_number",
+        "sms",
+        "+14155550100",
+    )

@@ -25,7 +25,7 @@ from tidings.activities.channels.sendgrid import (
     SendGridEmail,
 )
 from tidings.activities.send import MessageSender
-from tidings.db import delivery_events, email_outcomes
+from tidings.db import delivery_events, delivery_reports
 from tidings.db.contacts import upsert_contact
 from tidings.db.engine import Database
 from tidings.models.contact import IdentifyContact
@@ -190,14 +190,14 @@ def test_three_soft_bounces_in_a_month_suppress_the_address(
         with database.session() as session:
             suppressed_before = session.exec(select(SuppressionRecord)).all()
             assert suppressed_before == [], f"suppressed after {n} soft bounces"
-            email_outcomes.record(
+            delivery_reports.record(
                 session=session,
                 provider="smtp",
-                outcome=email_outcomes.EmailOutcome(
+                report=delivery_reports.DeliveryReport(
                     delivery_id=row.id,
                     provider_message_id=None,
                     status="bounced",
-                    provider_status=email_outcomes.SOFT,
+                    provider_status=delivery_reports.SOFT,
                     event_id=f"soft-{n}",
                     code="4.2.2",
                     suppress=None,

@@ -1,9 +1,10 @@
-"""What mailbox providers report about email we sent: bounces, complaints, deliveries.
+"""What providers report about messages we sent: delivered, bounced, failed, complained.
 
-From SendGrid's event webhook or DSNs in a bounce mailbox, each report becomes
-a line in the delivery's status history and, when the address is dead for
-good, a suppression: a hard bounce or a complaint at once; soft bounces once
-the address has soft-bounced SOFT_BOUNCE_LIMIT times within SOFT_BOUNCE_WINDOW.
+From Twilio's status callbacks, SendGrid's event webhook or DSNs in a bounce
+mailbox, each report becomes a line in the delivery's status history and, when
+the address is dead for good, a suppression on the delivery's channel: a hard
+bounce, a complaint or a number that does not exist at once; email soft bounces
+once the address has soft-bounced SOFT_BOUNCE_LIMIT times within SOFT_BOUNCE_WINDOW.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ SOFT = "bounce:soft"
 
 
 @dataclass(frozen=True)
-class EmailOutcome:
+class DeliveryReport:
     delivery_id: str | None
     provider_message_id: str | None
     status: str
@@ -36,50 +37,47 @@ class EmailOutcome:
     at: datetime
 
 
-def record(*, session: Session, outcome: EmailOutcome, provider: str) -> bool:
+def record(*, session: Session, report: DeliveryReport, provider: str) -> bool:
     """Apply one report; False when its delivery is unknown or it was applied before."""
-    delivery = _delivery(session, outcome, provider)
+    delivery = _delivery(session, report, provider)
     if delivery is None:
         return False
     event = delivery_events.record(
         session=session,
         delivery=delivery,
-        status=outcome.status,
-        provider_status=outcome.provider_status,
-        provider_event_id=outcome.event_id,
-        error_code=outcome.code,
-        at=outcome.at,
+        status=report.status,
+        provider_status=report.provider_status,
+        provider_event_id=report.event_id,
+        error_code=report.code,
+        at=report.at,
     )
     if event is None or not delivery.to_address:
         return event is not None
-    reason = outcome.suppress
-    soft = outcome.provider_status == SOFT
-    if (
-        reason is None
-        and soft
-        and _soft_bounces(session, delivery.to_address, outcome.at) >= (SOFT_BOUNCE_LIMIT)
-    ):
-        reason = "hard_bounce"
+    reason = report.suppress
+    if reason is None and report.provider_status == SOFT:
+        soft_bounces = _soft_bounces(session, delivery.to_address, report.at)
+        reason = "hard_bounce" if soft_bounces >= SOFT_BOUNCE_LIMIT else None
     if reason is not None:
         suppressions.suppress(
             session=session,
             reason=reason,
-            now=outcome.at,
-            channel="email",
+            now=report.at,
+            channel=delivery.channel,
             address=delivery.to_address,
-            note=f"{provider}: {outcome.provider_status} {outcome.code or ''}".strip(),
+            note=f"{provider}: {report.provider_status} {report.code or ''} on delivery "
+            f"{delivery.id}",
         )
     return True
 
 
-def _delivery(session: Session, outcome: EmailOutcome, provider: str) -> Delivery | None:
-    if outcome.delivery_id:
-        found = session.get(Delivery, outcome.delivery_id)
+def _delivery(session: Session, report: DeliveryReport, provider: str) -> Delivery | None:
+    if report.delivery_id:
+        found = session.get(Delivery, report.delivery_id)
         if found is not None:
             return found
-    if outcome.provider_message_id:
+    if report.provider_message_id:
         return delivery_events.find_delivery(
-            session=session, provider=provider, provider_message_id=outcome.provider_message_id
+            session=session, provider=provider, provider_message_id=report.provider_message_id
         )
     return None
 
