@@ -128,6 +128,8 @@ class Delivery(SQLModel, table=True):
     __table_args__ = (
         Index("ix_deliveries_contact", "contact_key", "scheduled_at"),
         Index("ix_deliveries_counted", "contact_key", "counted_at"),
+        # Provider callbacks name a message by the provider's id.
+        Index("ix_deliveries_provider_message", "provider", "provider_message_id"),
     )
 
     id: str = Field(primary_key=True, max_length=32)

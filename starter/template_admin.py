@@ -194,6 +194,8 @@ class TemplateAdmin:
         except ComposeError as err:
             hint = "" if settings.send_drafts else " (to preview a draft, add --drafts)"
             raise PreviewError(f"nothing would be sent ({err.status}): {err}{hint}") from None
+        finally:
+            preview.lookups.close()
 
 
 def _now() -> datetime:
