@@ -5,14 +5,17 @@ never reaches another contact's inbox, and an id that belongs to someone else
 gets the same answer as an id that does not exist (nothing to learn from it).
 Everything is checked before anything is written, so a refused call leaves
 the session as it found it.
+
+Expired messages are never listed, and `purge_expired` deletes them once
+they have been expired for a while (operators run `tidings inbox purge`).
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, func, or_, update
+from sqlalchemy import ColumnElement, and_, delete, func, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -26,6 +29,10 @@ DELIVERY_ID_MAX = 64
 NAME_MAX = {"journey": 64, "template": 100}
 # An app shows `action` as a link or button; these schemes would run code there.
 UNSAFE_SCHEMES = ("javascript:", "data:", "vbscript:", "file:")
+PURGE_GRACE = timedelta(days=30)
+"""How long an expired message is kept: support can still look at a recently expired one."""
+PURGE_BATCH = 1000
+"""Rows per DELETE: each batch is its own short transaction."""
 
 
 class UnknownInboxMessageError(InputError):
@@ -98,14 +105,22 @@ def list_for(
     contact_key: str,
     now: datetime,
     include_archived: bool = False,
+    archived_only: bool = False,
     unread_only: bool = False,
     limit: int = 50,
 ) -> list[InboxMessage]:
-    """The contact's messages, newest first; expired ones are never listed."""
+    """The contact's messages, newest first; expired ones are never listed.
+
+    By default archived messages are left out; `include_archived` adds them,
+    and `archived_only` lists nothing else (an app's "Archived" tab, from which
+    a message can be unarchived).
+    """
     if not 1 <= limit <= MAX_LIMIT:
         raise InputError(f"limit {limit}: choose between 1 and {MAX_LIMIT}")
     conditions = [col(InboxMessage.contact_key) == contact_key, _live(now)]
-    if not include_archived:
+    if archived_only:
+        conditions.append(col(InboxMessage.archived_at).is_not(None))
+    elif not include_archived:
         conditions.append(col(InboxMessage.archived_at).is_(None))
     if unread_only:
         conditions.append(col(InboxMessage.read_at).is_(None))
@@ -159,6 +174,57 @@ def archive(*, session: Session, contact_key: str, message_id: str, now: datetim
         message.archived_at = now
         session.add(message)
     return message
+
+
+def unarchive(*, session: Session, contact_key: str, message_id: str) -> InboxMessage:
+    """Bring an archived message back to the inbox; one that is not archived is left as is.
+
+    It counts as unread again if it was never read.
+    """
+    message = _owned(session, contact_key, message_id)
+    if message.archived_at is not None:
+        message.archived_at = None
+        session.add(message)
+    return message
+
+
+def purge_expired(
+    *,
+    session: Session,
+    now: datetime,
+    older_than: timedelta = PURGE_GRACE,
+    batch_size: int = PURGE_BATCH,
+) -> int:
+    """Delete every message expired for longer than `older_than`; returns how many.
+
+    Messages without an expiry are kept, and so are messages expired less than
+    `older_than` ago, which support may still look at. The rows go in batches
+    of `batch_size`, and the session is committed after each one: a large purge
+    never holds its locks for long, and one that stops half-way keeps what it
+    deleted (run it again to go on). So give it a session of its own.
+    """
+    if older_than < timedelta(0):
+        raise InputError(
+            f"older_than {older_than}: a grace period cannot be negative; use 0 to "
+            "delete every expired message"
+        )
+    if batch_size < 1:
+        raise InputError(f"batch_size {batch_size}: delete at least 1 row per batch")
+    cutoff = now - older_than
+    expired = select(InboxMessage.id).where(col(InboxMessage.expires_at) < cutoff).limit(batch_size)
+    statement = (
+        delete(InboxMessage)
+        .where(col(InboxMessage.id).in_(expired))
+        # Nothing in this session holds the deleted rows: no need to look for them.
+        .execution_options(synchronize_session=False)
+    )
+    purged = 0
+    while True:
+        deleted = int(session.execute(statement).rowcount)  # type: ignore[attr-defined]
+        session.commit()
+        purged += deleted
+        if deleted < batch_size:
+            return purged
 
 
 def _owned(session: Session, contact_key: str, message_id: str) -> InboxMessage:

@@ -1,4 +1,4 @@
-"""`tidings inbox list|read|archive|token`: a contact's in-app inbox from the shell.
+"""`tidings inbox list|read|archive|unarchive|token|purge`: the in-app inbox from the shell.
 
 The layout is `tidings inbox list KEY`, not `tidings inbox KEY`: a click group
 that takes an argument of its own reads the first word after `inbox` as that
@@ -6,6 +6,8 @@ argument, so `tidings inbox read KEY ID` would list the inbox of a contact
 called "read". Subcommands only keep every command unambiguous.
 
 These work on the app database alone: no running Temporal server is needed.
+`purge` is for operators (from cron): it deletes, for every contact, the
+messages expired for longer than a grace period.
 """
 
 from __future__ import annotations
@@ -16,16 +18,24 @@ from typing import Annotated, TypeVar
 
 import typer
 
+from tidings.db import inbox
 from tidings.db.engine import Database
 from tidings.errors import InputError
+from tidings.models.primitives import format_duration
 from tidings.settings import Settings
-from tidings.starter.cli_support import DataDir, echo_json, friendly_errors, settings_for
+from tidings.starter.cli_support import (
+    DataDir,
+    echo_json,
+    friendly_errors,
+    parse_duration_option,
+    settings_for,
+)
 from tidings.starter.inbox_admin import InboxAdmin, InboxEntry, inbox_token
 
 R = TypeVar("R")
 
 inbox_app = typer.Typer(
-    help="A contact's in-app inbox: list, mark read, archive, mint app tokens.",
+    help="The in-app inbox: list, mark read, archive, mint app tokens, purge expired messages.",
     no_args_is_help=True,
 )
 
@@ -55,6 +65,9 @@ def list_inbox(
     everything: Annotated[
         bool, typer.Option("--all", help="Archived messages too (expired ones never show).")
     ] = False,
+    archived: Annotated[
+        bool, typer.Option("--archived", help="Only archived messages (to unarchive one).")
+    ] = False,
     limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     data_dir: DataDir = None,
@@ -62,7 +75,13 @@ def list_inbox(
     """The contact's messages, newest first, with the unread count."""
 
     async def read(admin: InboxAdmin) -> tuple[list[InboxEntry], int]:
-        found = await admin.list(key, unread_only=unread, include_archived=everything, limit=limit)
+        found = await admin.list(
+            key,
+            unread_only=unread,
+            include_archived=everything,
+            archived_only=archived,
+            limit=limit,
+        )
         return found, await admin.unread_count(key)
 
     messages, unread_count = _admin(settings_for(data_dir), read)
@@ -114,6 +133,45 @@ def archive(
     """Put a message away: it leaves the inbox list and the unread count."""
     entry = _admin(settings_for(data_dir), lambda admin: admin.archive(key, message_id))
     typer.echo(f"{entry.id} archived")
+
+
+@inbox_app.command("unarchive")
+@friendly_errors
+def unarchive(
+    key: Key,
+    message_id: Annotated[
+        str, typer.Argument(metavar="ID", help="The message's id (see `inbox list --archived`).")
+    ],
+    data_dir: DataDir = None,
+) -> None:
+    """Bring an archived message back to the inbox list."""
+    entry = _admin(settings_for(data_dir), lambda admin: admin.unarchive(key, message_id))
+    typer.echo(f"{entry.id} unarchived")
+
+
+@inbox_app.command("purge")
+@friendly_errors
+def purge(
+    older_than: Annotated[
+        str,
+        typer.Option(
+            help="Keep messages expired less than this long ago: a duration such as 12h, 30d or 8w."
+        ),
+    ] = format_duration(inbox.PURGE_GRACE),
+    data_dir: DataDir = None,
+) -> None:
+    """Delete every contact's messages that expired longer ago than --older-than.
+
+    Expired messages are never listed, but they stay in the database until this
+    runs; run it daily from cron. It deletes in batches of 1000 rows, each its
+    own short transaction.
+    """
+    grace = parse_duration_option("--older-than", older_than)
+    purged = _admin(settings_for(data_dir), lambda admin: admin.purge_expired(older_than=grace))
+    typer.echo(
+        f"{purged} message{'' if purged == 1 else 's'} deleted "
+        f"(expired more than {format_duration(grace)} ago)"
+    )
 
 
 @inbox_app.command("token")

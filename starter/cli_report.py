@@ -11,17 +11,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
-from pydantic import TypeAdapter, ValidationError
 
 from tidings.db.delivery_report import ProviderFigures, report
 from tidings.db.engine import Database
-from tidings.errors import InputError
-from tidings.models.primitives import PositiveDuration, format_duration
-from tidings.starter.cli_support import DataDir, echo_json, friendly_errors, settings_for
+from tidings.models.primitives import format_duration
+from tidings.starter.cli_support import (
+    DataDir,
+    echo_json,
+    friendly_errors,
+    parse_duration_option,
+    settings_for,
+)
 
 report_app = typer.Typer(help="Reports over the app database.", no_args_is_help=True)
 
-_DURATION: TypeAdapter[timedelta] = TypeAdapter(PositiveDuration)
 COLUMNS = (
     ("channel", 8),
     ("provider", 10),
@@ -45,11 +48,7 @@ def register(app: typer.Typer) -> None:
 
 def parse_since(value: str) -> timedelta:
     """`--since` as the journey files write durations (90m, 24h, 7d, 1w), positive."""
-    try:
-        return _DURATION.validate_python(value)
-    except ValidationError as err:
-        reason = err.errors()[0]["msg"].removeprefix("Value error, ")
-        raise InputError(f"--since {value!r}: {reason}") from None
+    return parse_duration_option("--since", value)
 
 
 @report_app.command("deliveries")

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import timedelta
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
-from pydantic import JsonValue
+from pydantic import JsonValue, TypeAdapter, ValidationError
 
 from tidings.errors import InputError, SpecError, TidingsError
+from tidings.models.primitives import PositiveDuration
 from tidings.settings import Settings
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+_DURATION: TypeAdapter[timedelta] = TypeAdapter(PositiveDuration)
 
 DataDir = Annotated[
     Path | None,
@@ -63,6 +67,15 @@ def parse_pairs(option: str, pairs: list[str]) -> dict[str, JsonValue]:
             value = raw
         parsed[name] = value
     return parsed
+
+
+def parse_duration_option(option: str, value: str) -> timedelta:
+    """A positive duration as the journey files write them (90m, 24h, 7d, 1w)."""
+    try:
+        return _DURATION.validate_python(value)
+    except ValidationError as err:
+        reason = err.errors()[0]["msg"].removeprefix("Value error, ")
+        raise InputError(f"{option} {value!r}: {reason}") from None
 
 
 def echo_json(value: Any) -> None:

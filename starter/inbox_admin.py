@@ -68,9 +68,14 @@ class InboxAdmin:
         *,
         unread_only: bool = False,
         include_archived: bool = False,
+        archived_only: bool = False,
         limit: int = 50,
     ) -> InboxEntries:
-        """The contact's messages, newest first; expired ones are left out."""
+        """The contact's messages, newest first; expired ones are left out.
+
+        Archived messages are left out too unless `include_archived`;
+        `archived_only` lists the archived ones alone.
+        """
 
         def read(session: Session) -> InboxEntries:
             found = inbox.list_for(
@@ -78,6 +83,7 @@ class InboxAdmin:
                 contact_key=key,
                 now=_now(),
                 include_archived=include_archived,
+                archived_only=archived_only,
                 unread_only=unread_only,
                 limit=limit,
             )
@@ -117,6 +123,29 @@ class InboxAdmin:
             return InboxEntry.of(message)
 
         return await self.database.run(write)
+
+    async def unarchive(self, key: str, message_id: str) -> InboxEntry:
+        """Raises UnknownInboxMessageError if the contact has no such message."""
+
+        def write(session: Session) -> InboxEntry:
+            message = inbox.unarchive(session=session, contact_key=key, message_id=message_id)
+            return InboxEntry.of(message)
+
+        return await self.database.run(write)
+
+    async def purge_expired(
+        self, *, older_than: timedelta = inbox.PURGE_GRACE, batch_size: int = inbox.PURGE_BATCH
+    ) -> int:
+        """Delete, for every contact, the messages expired for longer than `older_than`.
+
+        Returns how many were deleted; each batch of `batch_size` rows is its own
+        transaction (see `tidings.db.inbox.purge_expired`).
+        """
+        return await self.database.run(
+            lambda session: inbox.purge_expired(
+                session=session, now=_now(), older_than=older_than, batch_size=batch_size
+            )
+        )
 
 
 class InboxTokenError(Exception):

@@ -106,9 +106,14 @@ def inbox_router(
         response: Response,
         unread_only: bool = False,
         include_archived: bool = False,
+        archived_only: bool = False,
         limit: Annotated[int, Query(ge=1, le=inbox.MAX_LIMIT)] = 50,
     ) -> InboxPage:
-        """The contact's messages, newest first, and the unread count."""
+        """The contact's messages, newest first, and the unread count.
+
+        Archived messages are left out unless `include_archived`; `archived_only`
+        lists them alone (an "Archived" tab).
+        """
 
         def read(session: Session) -> InboxPage:
             now = _now()
@@ -117,6 +122,7 @@ def inbox_router(
                 contact_key=key,
                 now=now,
                 include_archived=include_archived,
+                archived_only=archived_only,
                 unread_only=unread_only,
                 limit=limit,
             )
@@ -163,6 +169,18 @@ def inbox_router(
             message = inbox.archive(
                 session=session, contact_key=key, message_id=message_id, now=_now()
             )
+            return InboxMessageOut.of(message)
+
+        return await _or_404(database, write)
+
+    @router.post(
+        "/{message_id}/unarchive", response_model=InboxMessageOut, responses=_MESSAGE_RESPONSES
+    )
+    async def unarchive_message(key: Contact, message_id: str) -> InboxMessageOut:
+        """Bring an archived message back to the list (again is fine)."""
+
+        def write(session: Session) -> InboxMessageOut:
+            message = inbox.unarchive(session=session, contact_key=key, message_id=message_id)
             return InboxMessageOut.of(message)
 
         return await _or_404(database, write)

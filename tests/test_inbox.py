@@ -17,7 +17,7 @@ import pytest
 import typer
 from fastapi import FastAPI
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlmodel import func, select
 from typer.testing import CliRunner, Result
 
@@ -252,6 +252,125 @@ def test_a_limit_out_of_range_is_refused(db: Database) -> None:
         inbox.list_for(session=session, contact_key="c1", now=NOW, limit=0)
 
 
+def test_an_unarchived_message_is_back_in_the_list_and_the_unread_count(db: Database) -> None:
+    first = put(db, "c1", "d1", now=NOW)
+    put(db, "c1", "d2", now=NOW + timedelta(minutes=1))
+    with db.session() as session:
+        inbox.archive(session=session, contact_key="c1", message_id=first, now=NOW)
+    assert listed(db, "c1") == ["d2"]
+    assert listed(db, "c1", archived_only=True) == ["d1"]
+    assert unread(db, "c1") == 1
+
+    with db.session() as session:
+        back = inbox.unarchive(session=session, contact_key="c1", message_id=first)
+    assert back.archived_at is None and back.read_at is None
+    with db.session() as session:  # again is fine: nothing changes
+        again = inbox.unarchive(session=session, contact_key="c1", message_id=first)
+    assert again.archived_at is None
+    assert listed(db, "c1") == ["d2", "d1"]
+    assert listed(db, "c1", archived_only=True) == []
+    assert unread(db, "c1") == 2
+
+
+def test_the_archived_list_holds_only_live_archived_messages_of_the_contact(db: Database) -> None:
+    kept = put(db, "c1", "kept", now=NOW)
+    put(db, "c1", "inbox", now=NOW + timedelta(minutes=1))
+    old = put(db, "c1", "old", now=NOW + timedelta(minutes=2))
+    short = put(
+        db, "c1", "short", now=NOW - timedelta(minutes=1), expires_at=NOW + timedelta(hours=1)
+    )
+    theirs = put(db, "c2", "theirs", now=NOW + timedelta(minutes=3))
+    with db.session() as session:
+        for key, message in (("c1", kept), ("c1", old), ("c1", short), ("c2", theirs)):
+            inbox.archive(session=session, contact_key=key, message_id=message, now=NOW)
+        inbox.mark_read(session=session, contact_key="c1", message_id=old, now=NOW)
+
+    assert listed(db, "c1", archived_only=True) == ["old", "kept", "short"]
+    assert listed(db, "c1", archived_only=True, unread_only=True) == ["kept", "short"]
+    # archived_only needs no include_archived, and is not widened by it
+    assert listed(db, "c1", archived_only=True, include_archived=True) == ["old", "kept", "short"]
+    later = NOW + timedelta(hours=1)
+    assert listed(db, "c1", later, archived_only=True) == ["old", "kept"]
+
+
+def test_unarchiving_another_contacts_message_is_refused_like_an_unknown_id(
+    db: Database,
+) -> None:
+    theirs = put(db, "c1", "d1")
+    with db.session() as session:
+        inbox.archive(session=session, contact_key="c1", message_id=theirs, now=NOW)
+
+    with db.session() as session, pytest.raises(inbox.UnknownInboxMessageError) as other:
+        inbox.unarchive(session=session, contact_key="c2", message_id=theirs)
+    with db.session() as session, pytest.raises(inbox.UnknownInboxMessageError) as unknown:
+        inbox.unarchive(session=session, contact_key="c2", message_id="0" * 32)
+
+    assert str(other.value) == str(unknown.value).replace("0" * 32, theirs)
+    assert listed(db, "c1", archived_only=True) == ["d1"]
+
+
+def test_purge_deletes_only_messages_expired_for_longer_than_the_grace_period(
+    db: Database,
+) -> None:
+    created = NOW - timedelta(days=100)
+    put(db, "c1", "long-expired", now=created, expires_at=NOW - timedelta(days=31))
+    put(db, "c2", "long-expired-2", now=created, expires_at=NOW - timedelta(days=45))
+    put(db, "c1", "just-inside-grace", now=created, expires_at=NOW - timedelta(days=30))
+    put(db, "c1", "recently-expired", now=created, expires_at=NOW - timedelta(days=1))
+    put(db, "c1", "not-expired", now=created, expires_at=NOW + timedelta(days=1))
+    put(db, "c1", "no-expiry", now=created)
+
+    with db.session() as session:
+        assert inbox.purge_expired(session=session, now=NOW) == 2
+
+    with db.session() as session:
+        left = session.exec(select(InboxMessage.delivery_id)).all()
+    assert sorted(left) == ["just-inside-grace", "no-expiry", "not-expired", "recently-expired"]
+    with db.session() as session:  # nothing more to do
+        assert inbox.purge_expired(session=session, now=NOW) == 0
+    with db.session() as session:  # no grace: every expired message goes
+        assert inbox.purge_expired(session=session, now=NOW, older_than=timedelta(0)) == 2
+    assert rows(db) == 2
+
+
+def test_purge_deletes_in_batches_until_nothing_is_left(db: Database) -> None:
+    expired = NOW - timedelta(days=40)
+    for number in range(7):
+        put(
+            db,
+            f"c{number % 3}",
+            f"old-{number}",
+            now=expired - timedelta(days=1),
+            expires_at=expired,
+        )
+    put(db, "c1", "kept", now=NOW)
+    statements: list[str] = []
+
+    def count(_conn: object, _cursor: object, statement: str, *_rest: object) -> None:
+        if statement.lstrip().upper().startswith("DELETE"):
+            statements.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        with db.session() as session:
+            purged = inbox.purge_expired(session=session, now=NOW, batch_size=3)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+
+    assert purged == 7
+    assert len(statements) == 3  # 3 + 3 + 1: the short batch is the last
+    assert rows(db) == 1 and listed(db, "c1") == ["kept"]
+
+
+def test_purge_refuses_a_negative_grace_period_or_an_empty_batch(db: Database) -> None:
+    put(db, "c1", "d1", now=NOW - timedelta(days=90), expires_at=NOW - timedelta(days=60))
+    with db.session() as session, pytest.raises(InputError, match="cannot be negative"):
+        inbox.purge_expired(session=session, now=NOW, older_than=timedelta(days=-1))
+    with db.session() as session, pytest.raises(InputError, match="batch_size 0"):
+        inbox.purge_expired(session=session, now=NOW, batch_size=0)
+    assert rows(db) == 1
+
+
 # The provider
 
 
@@ -413,6 +532,36 @@ async def test_the_app_lists_reads_and_archives_its_messages(db: Database, servi
     assert unread(db, "c2", now) == 1  # the other contact's inbox is untouched
 
 
+async def test_the_app_lists_its_archived_messages_and_unarchives_one(
+    db: Database, service: str
+) -> None:
+    now = datetime.now(UTC)
+    first = put(db, "c1", "d1", now=now - timedelta(minutes=2), title="First")
+    put(db, "c1", "d2", now=now - timedelta(minutes=1), title="Second")
+    theirs = put(db, "c2", "d3", now=now, title="Not yours")
+
+    async with httpx.AsyncClient(base_url=service, headers=bearer("c1")) as http:
+        await http.post(f"/inbox/{first}/archive")
+        archived = (await http.get("/inbox", params={"archived_only": "true"})).json()
+        assert [m["title"] for m in archived["messages"]] == ["First"]
+        assert archived["unread"] == 1
+
+        back = await http.post(f"/inbox/{first}/unarchive")
+        assert back.status_code == 200, back.text
+        assert back.json()["archived_at"] is None
+        again = await http.post(f"/inbox/{first}/unarchive")
+        assert again.status_code == 200 and again.json() == back.json()
+        page = (await http.get("/inbox")).json()
+        assert [m["title"] for m in page["messages"]] == ["Second", "First"]
+        assert page["unread"] == 2
+        assert (await http.get("/inbox", params={"archived_only": "true"})).json()["messages"] == []
+
+        other = await http.post(f"/inbox/{theirs}/unarchive")
+        unknown = await http.post(f"/inbox/{'0' * 32}/unarchive")
+    assert (other.status_code, unknown.status_code) == (404, 404)
+    assert other.json()["detail"] == unknown.json()["detail"].replace("0" * 32, theirs)
+
+
 async def test_another_contacts_message_is_404(db: Database, service: str) -> None:
     theirs = put(db, "c1", "d1", now=datetime.now(UTC))
     async with httpx.AsyncClient(base_url=service, headers=bearer("c2")) as http:
@@ -494,8 +643,25 @@ async def test_the_admin_sees_journey_and_template(db: Database) -> None:
     assert (await admin.archive("c1", entry.id)).archived_at is not None
     assert await admin.list("c1") == []
     assert [e.id for e in await admin.list("c1", include_archived=True)] == [entry.id]
+    assert [e.id for e in await admin.list("c1", archived_only=True)] == [entry.id]
     with pytest.raises(inbox.UnknownInboxMessageError):
         await admin.mark_read("c2", entry.id)
+    with pytest.raises(inbox.UnknownInboxMessageError):
+        await admin.unarchive("c2", entry.id)
+    assert (await admin.unarchive("c1", entry.id)).archived_at is None
+    assert [e.id for e in await admin.list("c1")] == [entry.id]
+
+
+async def test_the_admin_purges_expired_messages_of_every_contact(db: Database) -> None:
+    now = datetime.now(UTC)
+    put(db, "c1", "old", now=now - timedelta(days=60), expires_at=now - timedelta(days=40))
+    put(db, "c2", "older", now=now - timedelta(days=90), expires_at=now - timedelta(days=80))
+    put(db, "c2", "recent", now=now - timedelta(days=9), expires_at=now - timedelta(days=5))
+    admin = InboxAdmin(db)
+
+    assert await admin.purge_expired(batch_size=1) == 2
+    assert await admin.purge_expired(older_than=timedelta(days=1)) == 1
+    assert rows(db) == 0
 
 
 # The CLI
@@ -564,6 +730,57 @@ def test_the_cli_refuses_unclear_or_unknown_messages_with_one_line(db: Database,
     )
     assert theirs.output.startswith(f"error: there is no inbox message {mine!r} for this contact")
     assert unread(db, "c1", datetime.now(UTC)) == 1
+
+
+def test_the_cli_lists_archived_messages_and_unarchives_one(db: Database, cli: Cli) -> None:
+    now = datetime.now(UTC)
+    first = put(db, "c1", "d1", now=now - timedelta(minutes=1), title="First")
+    put(db, "c1", "d2", now=now, title="Second")
+    cli("archive", "c1", first)
+
+    archived = cli("list", "c1", "--archived")
+    assert archived.exit_code == 0, archived.output
+    lines = archived.output.splitlines()
+    assert lines[0] == "c1: 1 unread"
+    assert lines[1:] == [f"  *a {first}  {now - timedelta(minutes=1):%Y-%m-%d %H:%M}  First"]
+
+    assert cli("unarchive", "c1", first).output == f"{first} unarchived\n"
+    assert cli("unarchive", "c1", first).output == f"{first} unarchived\n"
+    listing = json.loads(cli("list", "c1", "--json").output)
+    assert [m["title"] for m in listing["messages"]] == ["Second", "First"]
+    assert listing["unread"] == 2
+    assert cli("list", "c1", "--archived").output.splitlines()[1:] == ["  no messages"]
+
+    theirs = cli("unarchive", "c2", first)
+    assert theirs.exit_code == 1
+    assert theirs.output.startswith(f"error: there is no inbox message {first!r} for this contact")
+
+
+def test_the_cli_purges_expired_messages_and_says_how_many(db: Database, cli: Cli) -> None:
+    now = datetime.now(UTC)
+    put(db, "c1", "old", now=now - timedelta(days=60), expires_at=now - timedelta(days=40))
+    put(db, "c2", "older", now=now - timedelta(days=90), expires_at=now - timedelta(days=80))
+    put(db, "c1", "recent", now=now - timedelta(days=9), expires_at=now - timedelta(days=5))
+    put(db, "c1", "live", now=now)
+
+    first = cli("purge")
+    assert first.exit_code == 0, first.output
+    assert first.output == "2 messages deleted (expired more than 30d ago)\n"
+    assert rows(db) == 2
+    assert cli("purge", "--older-than", "2d").output == (
+        "1 message deleted (expired more than 2d ago)\n"
+    )
+    assert cli("purge").output == "0 messages deleted (expired more than 30d ago)\n"
+
+    bad = cli("purge", "--older-than", "30x")
+    negative = cli("purge", "--older-than", "-1d")
+    assert (bad.exit_code, negative.exit_code) == (1, 1)
+    assert bad.output.startswith("error: --older-than '30x': '30x' is not a duration")
+    assert (
+        negative.output
+        == "error: --older-than '-1d': must be a positive duration such as 1h or 2d\n"
+    )
+    assert listed(db, "c1", now) == ["live"]
 
 
 def test_the_cli_prints_a_token_the_http_api_accepts(cli: Cli) -> None:
