@@ -102,6 +102,14 @@ class Settings(BaseSettings):
     teams_webhook_url: str = ""
     webhook_url: str = ""
     webhook_secret: str = Field(default="", description="Standard Webhooks secret (whsec_...).")
+    # Where a contact's own webhook URL (its chat or webhook address) may point:
+    # host names, `*.` for subdomains. Anything else is refused, so a contact's
+    # address cannot aim tidings at an internal service.
+    slack_allowed_hosts: list[str] = Field(default=["hooks.slack.com"])
+    teams_allowed_hosts: list[str] = Field(default=["*.webhook.office.com", "*.logic.azure.com"])
+    webhook_allowed_hosts: list[str] = Field(
+        default=[], description="None by default: contacts' webhook URLs are refused."
+    )
 
     history_event_limit: int = Field(
         default=2_000,

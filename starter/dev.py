@@ -221,6 +221,10 @@ def dev_settings(settings: Settings, ports: DevPorts) -> Settings:
             "teams_webhook_url": sink + "/teams/dev",
             "webhook_url": sink + "/webhooks/dev",
             "webhook_secret": "whsec_" + base64.b64encode(b"tidings-dev-webhook-secret").decode(),
+            # Contacts' own webhook URLs may point at the local stand-ins too.
+            "slack_allowed_hosts": [*settings.slack_allowed_hosts, "127.0.0.1"],
+            "teams_allowed_hosts": [*settings.teams_allowed_hosts, "127.0.0.1"],
+            "webhook_allowed_hosts": [*settings.webhook_allowed_hosts, "127.0.0.1"],
         }
     )
 

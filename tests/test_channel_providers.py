@@ -57,6 +57,8 @@ SID = "AC" + "0" * 32
 SERVICE_ACCOUNT = "tidings@acme-app.iam.gserviceaccount.com"
 WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 CALLBACK = "https://tidings.example/status"
+LOCAL = ("127.0.0.1",)
+"""Contacts' webhook URLs here point at the local sink, which must be listed."""
 
 
 @cache
@@ -367,7 +369,7 @@ async def test_slack_posts_text_and_blocks(sink: Sink) -> None:
 
 
 async def test_slack_errors(sink: Sink) -> None:
-    configured = SlackWebhook(SlackConfig(f"{sink.url}/slack/ops"))
+    configured = SlackWebhook(SlackConfig(f"{sink.url}/slack/ops", allowed_hosts=LOCAL))
     with pytest.raises(PermanentSendError, match="not valid JSON"):
         await send(configured, message("chat", "", text="Hi", blocks="[{"))
     with pytest.raises(PermanentSendError, match="invalid_blocks"):
@@ -405,7 +407,7 @@ async def test_teams_posts_an_adaptive_card(sink: Sink) -> None:
 
 
 async def test_teams_errors(sink: Sink) -> None:
-    provider = TeamsWebhook(TeamsConfig(f"{sink.url}/teams/ops"))
+    provider = TeamsWebhook(TeamsConfig(f"{sink.url}/teams/ops", allowed_hosts=LOCAL))
     with pytest.raises(TransientSendError, match="error 429"):
         await send(provider, message("chat", f"{sink.url}/teams/legacy-429", text="Hi"))
     with pytest.raises(TransientSendError, match="HTTP 502"):
@@ -423,7 +425,9 @@ async def test_teams_errors(sink: Sink) -> None:
 
 
 async def test_webhook_is_signed_and_verified(sink: Sink) -> None:
-    provider = StandardWebhook(WebhookConfig(WEBHOOK_SECRET, f"{sink.url}/webhooks/crm"))
+    provider = StandardWebhook(
+        WebhookConfig(WEBHOOK_SECRET, f"{sink.url}/webhooks/crm", allowed_hosts=LOCAL)
+    )
     outgoing = message("webhook", "", title="Welcome")
     raw = '{"event": "welcome", "n": 1}'
 
@@ -441,7 +445,9 @@ async def test_webhook_is_signed_and_verified(sink: Sink) -> None:
 
 
 async def test_webhook_errors(sink: Sink) -> None:
-    provider = StandardWebhook(WebhookConfig(WEBHOOK_SECRET, f"{sink.url}/webhooks/crm"))
+    provider = StandardWebhook(
+        WebhookConfig(WEBHOOK_SECRET, f"{sink.url}/webhooks/crm", allowed_hosts=LOCAL)
+    )
     with pytest.raises(PermanentSendError, match="HTTP 401"):
         wrong = StandardWebhook(WebhookConfig("whsec_" + "A" * 32, f"{sink.url}/webhooks/crm"))
         await send(wrong, message("webhook", "", title="hi"))
@@ -510,7 +516,7 @@ SIMPLE: dict[str, Callable[[str], tuple[ChannelProvider, OutgoingMessage]]] = {
         message("chat", "", text="x"),
     ),
     "webhook": lambda base: (
-        StandardWebhook(WebhookConfig(WEBHOOK_SECRET, timeout_seconds=0.5)),
+        StandardWebhook(WebhookConfig(WEBHOOK_SECRET, timeout_seconds=0.5, allowed_hosts=LOCAL)),
         message("webhook", f"{base}/webhooks/crm", title="x"),
     ),
 }

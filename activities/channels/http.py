@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import ssl
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
@@ -158,18 +158,58 @@ def required_part(provider: str, message: OutgoingMessage, name: str) -> str:
     return value
 
 
-def webhook_destination(to: str, configured: str) -> tuple[str, bool]:
+def webhook_destination(
+    provider: str, to: str, configured: str, allowed_hosts: Sequence[str]
+) -> tuple[str, bool]:
     """The URL to post to, and whether it is the message's own address.
 
     Chat providers post to the configured webhook unless the message's
     address is itself a webhook URL (one per customer workspace, say); only
     then may a dead webhook be suppressed, as an address of that contact.
+    A contact's URL must pass the allow-list first: anyone who can set a
+    contact's address could otherwise aim tidings at an internal service.
     """
     if to.startswith(("https://", "http://")):
+        if not url_allowed(to, allowed_hosts):
+            # No `suppress`: the address is refused by policy, not known to be dead.
+            host, setting = _host(to), f"TIDINGS_{provider.upper()}_ALLOWED_HOSTS"
+            raise PermanentSendError(
+                f"{provider}: refused the contact's webhook URL on {host!r}: contact URLs "
+                f"may only go to hosts in {setting} (https, or http to a host listed by "
+                f"name); add {host!r} there to allow it"
+            )
         return to, True
     if not configured:
         raise PermanentSendError("no webhook URL: the message has none, nor the configuration")
     return configured, False
+
+
+def url_allowed(url: str, allowed_hosts: Sequence[str]) -> bool:
+    """Whether a contact-supplied URL's host is on the list (`*.example.com` for subdomains).
+
+    The host is the one httpx will connect to, so `https://allowed@evil/` is
+    judged by `evil`. Plain http passes only for a host listed by name (a local
+    stand-in such as 127.0.0.1), never through a wildcard.
+    """
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        return False
+    host = parsed.host.lower()
+    if not host:
+        return False
+    patterns = [pattern.lower() for pattern in allowed_hosts]
+    if host in patterns:
+        return parsed.scheme in ("https", "http")
+    wildcard = any(p.startswith("*.") and host.endswith(p[1:]) for p in patterns)
+    return wildcard and parsed.scheme == "https"
+
+
+def _host(url: str) -> str:
+    try:
+        return httpx.URL(url).host
+    except httpx.InvalidURL:
+        return url
 
 
 def _origin(url: str) -> str:

@@ -39,11 +39,19 @@ def _vonage(s: Settings) -> ChannelProvider | None:
 
 
 def _slack(s: Settings) -> ChannelProvider | None:
-    return SlackWebhook(SlackConfig(s.slack_webhook_url)) if s.slack_webhook_url else None
+    if not s.slack_webhook_url:
+        return None
+    return SlackWebhook(
+        SlackConfig(s.slack_webhook_url, allowed_hosts=tuple(s.slack_allowed_hosts))
+    )
 
 
 def _teams(s: Settings) -> ChannelProvider | None:
-    return TeamsWebhook(TeamsConfig(s.teams_webhook_url)) if s.teams_webhook_url else None
+    if not s.teams_webhook_url:
+        return None
+    return TeamsWebhook(
+        TeamsConfig(s.teams_webhook_url, allowed_hosts=tuple(s.teams_allowed_hosts))
+    )
 
 
 SMS: dict[str, Callable[[Settings], ChannelProvider | None]] = {
@@ -78,7 +86,11 @@ def channel_providers(settings: Settings, database: Database) -> dict[str, list[
     if settings.webhook_url and settings.webhook_secret:
         found["webhook"] = [
             StandardWebhook(
-                WebhookConfig(secret=settings.webhook_secret, default_url=settings.webhook_url)
+                WebhookConfig(
+                    secret=settings.webhook_secret,
+                    default_url=settings.webhook_url,
+                    allowed_hosts=tuple(settings.webhook_allowed_hosts),
+                )
             )
         ]
     return {channel: providers for channel, providers in found.items() if providers}

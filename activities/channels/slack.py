@@ -27,6 +27,8 @@ class SlackConfig:
     webhook_url: str
     """https://hooks.slack.com/services/T.../B.../...: it names the channel."""
     timeout_seconds: float = 10.0
+    allowed_hosts: tuple[str, ...] = ("hooks.slack.com",)
+    """Where a contact's own webhook URL may point (`*.` for subdomains)."""
 
 
 class SlackWebhook:
@@ -37,7 +39,9 @@ class SlackWebhook:
         self.config = config
 
     def send(self, message: OutgoingMessage) -> str:
-        url, own = webhook_destination(message.to, self.config.webhook_url)
+        url, own = webhook_destination(
+            self.name, message.to, self.config.webhook_url, self.config.allowed_hosts
+        )
         payload: dict[str, object] = {"text": message.parts.get("text", "")}
         if message.parts.get("blocks"):
             # `text` stays: Slack shows it in notifications and where blocks cannot be.

@@ -34,6 +34,9 @@ _HIDDEN_ERROR = re.compile(r"returned HTTP error (\d{3})")
 class TeamsConfig:
     webhook_url: str
     timeout_seconds: float = 10.0
+    allowed_hosts: tuple[str, ...] = ("*.webhook.office.com", "*.logic.azure.com")
+    """Where a contact's own webhook URL may point: connectors, and Workflows
+    (Power Automate) URLs."""
 
 
 class TeamsWebhook:
@@ -44,7 +47,9 @@ class TeamsWebhook:
         self.config = config
 
     def send(self, message: OutgoingMessage) -> str:
-        url, own = webhook_destination(message.to, self.config.webhook_url)
+        url, own = webhook_destination(
+            self.name, message.to, self.config.webhook_url, self.config.allowed_hosts
+        )
         response = post(
             self.name,
             url,

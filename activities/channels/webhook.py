@@ -32,6 +32,9 @@ class WebhookConfig:
     default_url: str = ""
     """Where messages whose address is not a URL go."""
     timeout_seconds: float = 10.0
+    allowed_hosts: tuple[str, ...] = ()
+    """Where a contact's own URL may point (`*.` for subdomains): nowhere until listed,
+    as a generic webhook has no vendor host to trust."""
 
 
 class StandardWebhook:
@@ -43,7 +46,9 @@ class StandardWebhook:
         self._key = secret_bytes(config.secret)
 
     def send(self, message: OutgoingMessage) -> str:
-        url, own = webhook_destination(message.to, self.config.default_url)
+        url, own = webhook_destination(
+            self.name, message.to, self.config.default_url, self.config.allowed_hosts
+        )
         body = webhook_body(message)
         timestamp = int(time.time())
         headers = {
