@@ -79,6 +79,21 @@ def search_attribute_flags() -> list[str]:
     return flags
 
 
+# A rate-limited queue spread over partitions (four by default) is limited
+# per partition, and the partitions' tokens reach pollers in clumps: a burst
+# then exceeds the limit in its busiest second. tidings' queues are far below
+# a partition's throughput, so one partition each costs nothing.
+SINGLE_PARTITION = (
+    "matching.numTaskqueueReadPartitions=1",
+    "matching.numTaskqueueWritePartitions=1",
+)
+
+
+def dynamic_config_flags() -> list[str]:
+    """`--dynamic-config-value` flags for `temporal server start-dev`."""
+    return [flag for value in SINGLE_PARTITION for flag in ("--dynamic-config-value", value)]
+
+
 def create_commands(namespace: str = "default") -> list[str]:
     """The CLI commands that register the search attributes on a cluster (one per type)."""
     by_type: dict[str, list[str]] = {}

@@ -75,6 +75,14 @@ class Settings(BaseSettings):
         description='Sends per second per channel, e.g. {"sms": 30, "email": 100}: enforced '
         "by the Temporal server on the channel's task queue, for all workers together.",
     )
+    channel_rate_margin: float = Field(
+        default=0.9,
+        gt=0,
+        le=1,
+        description="The share of each channel's limit that sends are dispatched at: rate "
+        "limiters let a send or two through early, and this keeps the vendor's busiest "
+        "second under its limit.",
+    )
     provider_attempts: int = Field(
         default=3, ge=1, description="Transient failures on one provider before the next."
     )
@@ -139,6 +147,11 @@ class Settings(BaseSettings):
                 with os.fdopen(descriptor, "w") as handle:
                     handle.write(secrets.token_urlsafe(32))
         return path.read_text().strip()
+
+    def dispatch_rate(self, channel: str) -> float | None:
+        """Sends per second a channel's queue dispatches at, or None when unlimited."""
+        limit = self.channel_rate_limits.get(channel)
+        return None if limit is None else limit * self.channel_rate_margin
 
     @property
     def provider_outbox(self) -> Path:

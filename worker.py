@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TypedDict
 
 import structlog
 from temporalio.client import Client
@@ -91,6 +92,22 @@ def composer(settings: Settings, brand: Brand) -> Composer:
     )
 
 
+class RateLimits(TypedDict):
+    max_task_queue_activities_per_second: float | None
+    max_activities_per_second: float | None
+
+
+def rate_limits(settings: Settings, channel: str) -> RateLimits:
+    """A channel's send rate, held by the server for all workers and by this one.
+
+    The server's limit is the one that holds across workers, but after a
+    quiet spell it lets a second's worth of tokens through at once (twice the
+    rate in the busiest second); the worker's own limiter spaces sends evenly.
+    """
+    rate = settings.dispatch_rate(channel)
+    return RateLimits(max_task_queue_activities_per_second=rate, max_activities_per_second=rate)
+
+
 @dataclass
 class WorkerParts:
     """What a worker process runs; tests build it with their own client and servers."""
@@ -155,8 +172,7 @@ async def running_workers(parts: WorkerParts) -> AsyncIterator[list[Worker]]:
             activities=[sender.send_email],
             activity_executor=sending,
             max_concurrent_activities=SEND_THREADS,
-            max_task_queue_activities_per_second=settings.channel_rate_limits.get("email"),
-            max_activities_per_second=settings.channel_rate_limits.get("email"),
+            **rate_limits(settings, "email"),
         ),
         # A queue per channel: a cluster can cap each provider's rate on the server
         # (max_task_queue_activities_per_second), and one slow vendor does not hold
@@ -168,10 +184,7 @@ async def running_workers(parts: WorkerParts) -> AsyncIterator[list[Worker]]:
                 activities=[sender.send_message],
                 activity_executor=pool,
                 max_concurrent_activities=CHANNEL_THREADS,
-                max_task_queue_activities_per_second=settings.channel_rate_limits.get(channel),
-                # The server's limit lets a second's worth of tokens burst at once after
-                # a quiet spell; this worker's own limit smooths that burst.
-                max_activities_per_second=settings.channel_rate_limits.get(channel),
+                **rate_limits(settings, channel),
             )
             for channel, pool in channel_pools.items()
         ),

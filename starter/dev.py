@@ -30,7 +30,7 @@ from temporalio.client import Client
 
 from tidings.activities.channels.smtp import SmtpConfig, SmtpProvider
 from tidings.catalog import Catalog
-from tidings.connection import connect, search_attribute_flags
+from tidings.connection import connect, dynamic_config_flags, search_attribute_flags
 from tidings.db.engine import Database
 from tidings.db.templates import Pushed
 from tidings.errors import TidingsError
@@ -92,6 +92,7 @@ def temporal_command(settings: Settings, ports: DevPorts) -> list[str]:
         "--log-level",
         "warn",
         *search_attribute_flags(),
+        *dynamic_config_flags(),
     ]
 
 

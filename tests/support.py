@@ -24,7 +24,7 @@ from tidings.activities.channels import ChannelProvider, EmailProvider
 from tidings.activities.channels.smtp import SmtpConfig, SmtpProvider
 from tidings.activities.send import MessageSender
 from tidings.catalog import Catalog
-from tidings.connection import register_search_attributes
+from tidings.connection import dynamic_config_flags, register_search_attributes
 from tidings.content.files import load_library
 from tidings.content.lint import load_compliance
 from tidings.db import templates
@@ -137,10 +137,12 @@ async def start_time_skipping() -> WorkflowEnvironment:
 
 
 async def start_dev_server(**kwargs: object) -> WorkflowEnvironment:
+    """A dev server configured as `tidings dev` runs it."""
     return await WorkflowEnvironment.start_local(
         data_converter=pydantic_data_converter,
         dev_server_existing_path=find_binary("temporal"),
         search_attributes=naming.SEARCH_ATTRIBUTES,
+        dev_server_extra_args=dynamic_config_flags(),
         **kwargs,  # type: ignore[arg-type]
     )
 

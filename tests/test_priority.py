@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
-from support import eventually, running_stack, start_dev_server
+from support import eventually, running_stack
 from temporalio import activity, workflow
 from temporalio.api.enums.v1 import EventType, TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
@@ -71,30 +69,13 @@ class Probe:
         await asyncio.gather(*sends)
 
 
-@pytest.fixture
-async def one_partition() -> AsyncIterator[WorkflowEnvironment]:
-    """A dev server whose task queues have one partition: priority orders tasks within a
-    partition, and with several a poll may reach one that holds only newsletters."""
-    env = await start_dev_server(
-        dev_server_extra_args=[
-            "--dynamic-config-value",
-            "matching.numTaskqueueReadPartitions=1",
-            "--dynamic-config-value",
-            "matching.numTaskqueueWritePartitions=1",
-        ]
-    )
-    try:
-        yield env
-    finally:
-        await env.shutdown()
-
-
 async def test_the_server_dispatches_a_critical_send_before_a_backlog_of_marketing(
-    one_partition: WorkflowEnvironment,
+    dev_server: WorkflowEnvironment,
 ) -> None:
     """What the priorities buy, on the real server: the reset is scheduled last, with
-    five newsletters queued before it, and a one-slot worker gets it first."""
-    dev_server = one_partition
+    five newsletters queued before it, and a one-slot worker gets it first. (Priority
+    orders tasks within a partition; the dev server runs one per queue, as tidings
+    dev does.)"""
     queue = "priority-probe"
     DISPATCHED.clear()
     async with Worker(dev_server.client, task_queue="priority-wf", workflows=[Probe]):
