@@ -13,6 +13,9 @@ JOURNEY_TASK_QUEUE = "tidings-journeys"
 EMAIL_TASK_QUEUE = "tidings-email"
 """Sends run on a queue per channel so the server can rate-limit each provider."""
 SEND_CHANNELS = ("email", "sms", "push", "chat", "in_app", "webhook")
+ADDRESS_KINDS = {"email": "email", "sms": "phone", "voice": "phone", "push": "push"}
+"""The contact identity a channel delivers to (its first-added one); other channels
+address the contact itself (in-app) or a configured destination (chat, webhook)."""
 
 
 def send_task_queue(channel: str) -> str:

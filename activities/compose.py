@@ -29,9 +29,8 @@ from tidings.db.deliveries import FAILED, SKIPPED
 from tidings.models.events import JourneyEvent
 from tidings.models.primitives import Purpose
 from tidings.models.tables import Contact
+from tidings.naming import ADDRESS_KINDS
 
-ADDRESS_KINDS = {"email": "email", "sms": "phone", "push": "push"}
-"""The identity a channel delivers to; other channels address the contact itself."""
 ADDRESS_NAMES = {"email": "email address", "phone": "phone number", "push": "push token"}
 
 

@@ -31,7 +31,7 @@ from tidings.activities.channels import (
 )
 from tidings.activities.compose import Composed, ComposeError, Composer, ComposeRequest
 from tidings.activities.send_metrics import ErrorClass, Outcome, record_send
-from tidings.db import audit, deliveries, suppressions
+from tidings.db import audit, deliveries, delivery_events, suppressions
 from tidings.db.engine import Database
 from tidings.db.policy_facts import load_facts
 from tidings.errors import UnknownContactError
@@ -284,7 +284,11 @@ class MessageSender:
             last = _is_last_attempt()
             measured("failed" if last else "deferred", "transient")
             self._finish(
-                delivery, deliveries.FAILED if last else deliveries.DEFERRED, str(err), provider
+                delivery,
+                deliveries.FAILED if last else deliveries.DEFERRED,
+                str(err),
+                provider,
+                reported=("gave up", None) if last else None,
             )
             bound.warning("send deferred", error=str(err), last_attempt=last, switching=switching)
             if last:
@@ -296,7 +300,13 @@ class MessageSender:
             ) from err
         except PermanentSendError as err:
             measured("failed", "permanent")
-            self._finish(delivery, deliveries.FAILED, f"{provider}: {err}", provider)
+            self._finish(
+                delivery,
+                deliveries.FAILED,
+                f"{provider}: {err}",
+                provider,
+                reported=(err.code or "rejected", err.code),
+            )
             if err.suppress is not None and delivery.to_address:
                 self._suppress(delivery, err.suppress, f"{provider}: {err}")
             bound.warning("send failed", error=str(err), suppressed=err.suppress)
@@ -321,6 +331,7 @@ class MessageSender:
                 provider=provider,
                 now=_now(),
             )
+            _report(session, delivery, provider, "sent", "accepted", None)
         bound.info("sent")
         return SendResult(delivery_id=delivery.id, status="sent")
 
@@ -336,7 +347,16 @@ class MessageSender:
                 note=note[:500],
             )
 
-    def _finish(self, delivery: Delivery, status: str, error: str, provider: str) -> None:
+    def _finish(
+        self,
+        delivery: Delivery,
+        status: str,
+        error: str,
+        provider: str,
+        *,
+        reported: tuple[str, str | None] | None = None,
+    ) -> None:
+        """Settle the attempt; `reported` (the vendor's word and code) goes in its history."""
         with self._db.session() as session:
             deliveries.finish(
                 session=session,
@@ -346,6 +366,31 @@ class MessageSender:
                 provider=provider,
                 now=_now(),
             )
+            if reported is not None:
+                _report(session, delivery, provider, "failed", *reported)
+
+
+def _report(
+    session: Session,
+    delivery: Delivery,
+    provider: str,
+    status: str,
+    provider_status: str,
+    code: str | None,
+) -> None:
+    """The send's own answer, first in the delivery's status history (FCM and
+    Vonage report errors only there). Keyed by delivery, so a retried activity
+    that settles the same outcome records it once."""
+    delivery_events.record(
+        session=session,
+        delivery=delivery,
+        provider=provider,
+        status=status,
+        provider_status=provider_status,
+        provider_event_id=f"{delivery.id}:{status}",
+        error_code=code[:32] if code else None,
+        at=_now(),
+    )
 
 
 _RESULT_STATUS: dict[str, SendStatus] = {

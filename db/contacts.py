@@ -86,12 +86,21 @@ def snapshot(
 
 
 def primary_address(*, session: Session, key: str, kind: str) -> str | None:
-    """The contact's first-added identity of this kind."""
-    return session.exec(
+    """The address a channel delivers to: see `deliverable`."""
+    values = session.exec(
         select(ContactIdentity.value)
         .where(ContactIdentity.contact_key == key, ContactIdentity.kind == kind)
         .order_by(col(ContactIdentity.id))
-    ).first()
+    ).all()
+    return deliverable(kind, list(values))
+
+
+def deliverable(kind: str, values_as_added: list[str]) -> str | None:
+    """The first-added email or phone (the one the contact gave first), but the newest
+    push token: an app registers a new token on reinstall, and the old one dies."""
+    if not values_as_added:
+        return None
+    return values_as_added[-1] if kind == "push" else values_as_added[0]
 
 
 def _view(session: Session, contact: Contact, *, created: bool) -> ContactView:

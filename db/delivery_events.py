@@ -29,12 +29,17 @@ def record(
     provider_event_id: str,
     error_code: str | None,
     at: datetime,
+    provider: str | None = None,
 ) -> DeliveryEventRecord | None:
-    """Append one event; a callback the provider repeats is recorded once (None)."""
+    """Append one event; a callback the provider repeats is recorded once (None).
+
+    `provider` defaults to the delivery's (a callback names a delivery that
+    was handed over); the send itself names the provider it just used.
+    """
     event = DeliveryEventRecord(
         delivery_id=delivery.id,
         status=status,
-        provider=delivery.provider or "",
+        provider=provider if provider is not None else delivery.provider or "",
         provider_status=provider_status[:64],
         provider_event_id=provider_event_id[:128],
         error_code=error_code,

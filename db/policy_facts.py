@@ -21,6 +21,7 @@ from sqlalchemy.sql.elements import BindParameter
 from sqlmodel import Session, SQLModel, select
 
 from tidings.db import deliveries
+from tidings.db.contacts import deliverable
 from tidings.errors import UnknownContactError
 from tidings.models.policy import (
     Blackout,
@@ -33,11 +34,9 @@ from tidings.models.policy import (
     Suppression,
 )
 from tidings.models.tables import UTCDateTime
+from tidings.naming import ADDRESS_KINDS
 from tidings.policy.engine import Facts
 from tidings.policy.jurisdictions import packs_for
-
-ADDRESS_KIND = {"email": "email", "sms": "phone", "voice": "phone"}
-"""Which identity a channel delivers to (other channels address devices or apps)."""
 
 _WIDTH = 8
 """Values per row of the union: the widest table's (a blackout) count."""
@@ -65,8 +64,8 @@ def load_facts(
         raise UnknownContactError(contact_key)
     jurisdiction, timezone = rows[0][0], rows[0][1]
     addresses = [value for _, _, _, value in rows if value is not None]
-    kind = ADDRESS_KIND.get(message.channel)
-    address = next((value for _, _, k, value in rows if k == kind), None)
+    kind = ADDRESS_KINDS.get(message.channel)
+    address = deliverable(kind, [v for _, _, k, v in rows if k == kind]) if kind else None
     since = now - horizon(config, jurisdiction)
     found: dict[str, list[Any]] = {name: [] for name in _DECODERS}
     parameters = {

@@ -12,6 +12,8 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import JsonValue
 from sqlmodel import select
 from support import EXAMPLE_TEMPLATES, Stack, eventually, running_stack
@@ -181,6 +183,11 @@ async def test_an_invalid_number_is_suppressed_and_the_step_falls_back_to_email(
     ]
     assert "21211" in (rows[0].error or "")
     assert "suppress" in (rows[2].error or "")
+    with sms_stack.database.session() as session:
+        history = delivery_events.history(session=session, delivery_id=rows[0].id)
+    assert [(e.status, e.provider, e.error_code) for e in history] == [
+        ("failed", "twilio", "21211")
+    ]
     [email] = sms_stack.outbox()
     assert email.subject == "You left something in your cart"
     assert result.sends == 1
@@ -236,7 +243,10 @@ async def test_twilio_status_callbacks_build_the_delivery_history_once_and_need_
     delivery = next(d for d in sms_stack.deliveries() if d.provider_message_id == sid)
     with sms_stack.database.session() as session:
         history = delivery_events.history(session=session, delivery_id=delivery.id)
-    assert [(e.status, e.provider_status) for e in history] == [("delivered", "delivered")]
+    assert [(e.status, e.provider_status) for e in history] == [
+        ("sent", "accepted"),  # the send's own answer
+        ("delivered", "delivered"),
+    ]
 
 
 async def test_stop_by_text_skips_the_sleeping_journeys_next_sms(
@@ -266,6 +276,56 @@ async def _sms_count(vendors: Vendors, count: int) -> bool:
 
 
 # In-app
+
+
+async def test_a_dead_push_token_is_in_the_delivery_history_and_suppressed(
+    time_skipping: WorkflowEnvironment, smtp: SmtpSink, tmp_path: Path, contact_key: str
+) -> None:
+    """FCM reports errors only in its answer to the send: UNREGISTERED goes in the
+    delivery's status history with the code, and the token is not tried again."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    account = "push@acme-app.iam.gserviceaccount.com"
+    app = create_sink_app(
+        tmp_path / "vendors.jsonl", service_account_keys={account: public.decode()}
+    )
+    async with (
+        running_service(app, host="127.0.0.1", port=free_port()) as sink,
+        running_stack(
+            time_skipping,
+            data_dir=tmp_path / "data",
+            smtp=smtp,
+            journeys_dir=journey_dir(tmp_path, "push"),
+            templates_dir=EXAMPLE_TEMPLATES,
+            extra_settings={
+                "fcm_project_id": "acme-app",
+                "fcm_client_email": account,
+                "fcm_private_key": private,
+                "fcm_token_url": sink + "/token",
+                "fcm_base_url": sink,
+            },
+        ) as stack,
+    ):
+        await stack.client.identify(contact_key, jurisdiction="US", push_tokens=["unregistered"])
+        await stack.client.policy.grant(
+            contact_key, channel="push", basis="express", source="app", proof={"prompt": "os"}
+        )
+        await stack.client.track(contact_key, "nudge", CART)
+        await stack.result("nudge", contact_key)
+        rows = sorted(stack.deliveries(), key=lambda d: d.scheduled_at)
+        with stack.database.session() as session:
+            history = delivery_events.history(session=session, delivery_id=rows[0].id)
+
+    assert [(d.step_id, d.status) for d in rows] == [("first", "failed"), ("second", "skipped")]
+    assert [(e.status, e.provider, e.provider_status, e.error_code) for e in history] == [
+        ("failed", "fcm", "UNREGISTERED", "UNREGISTERED")
+    ]
+    assert "suppress" in (rows[1].error or "")
 
 
 async def test_an_in_app_step_lands_in_the_contacts_inbox_once(

@@ -15,10 +15,12 @@ from temporalio.testing import WorkflowEnvironment
 
 from tidings.db import contacts, deliveries, events, journey_runs
 from tidings.db.engine import Database
+from tidings.db.policy_facts import load_facts
 from tidings.errors import InputError, TidingsError, UnknownContactError
 from tidings.models.contact import IdentifyContact
 from tidings.models.events import JourneyEvent
 from tidings.models.journey import Reentry
+from tidings.models.policy import Message, PolicyConfig
 from tidings.models.tables import SCHEMA_VERSION
 from tidings.starter.smtp_sink import SmtpSink
 
@@ -56,6 +58,24 @@ def test_identify_merges_traits_and_keeps_every_identity(db: Database) -> None:
     assert view.phones == ["+14155550123"]
     assert view.traits == {"tier": "gold", "plan": "pro"}
     assert (view.timezone, first_email) == ("America/Chicago", "ann@example.com")
+
+
+def test_a_push_goes_to_the_newest_token_and_the_policy_checks_that_one(db: Database) -> None:
+    """An app registers a new token on reinstall; the first one is dead by then."""
+    identify(db, key="c1", emails=["a@example.com"], push_tokens=["old-token"])
+    identify(db, key="c1", emails=["b@example.com"], push_tokens=["new-token"])
+    with db.session() as session:
+        push = contacts.primary_address(session=session, key="c1", kind="push")
+        email = contacts.primary_address(session=session, key="c1", kind="email")
+        checked = load_facts(
+            session=session,
+            contact_key="c1",
+            message=Message(channel="push", purpose="service", topic=""),
+            now=NOW,
+            config=PolicyConfig(),
+            default_timezone="UTC",
+        ).message.address
+    assert (push, email, checked) == ("new-token", "a@example.com", "new-token")
 
 
 def test_an_address_of_another_contact_is_refused_and_nothing_is_written(db: Database) -> None:

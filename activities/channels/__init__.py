@@ -35,12 +35,16 @@ class PermanentSendError(Exception):
     `suppress` says what it means for the address, when it means something
     for good: an invalid phone number, a dead push token, an unknown mailbox.
     The send activity records a suppression and may try the step's fallback
-    channel.
+    channel. `code` is the vendor's own error code (FCM's `UNREGISTERED`,
+    Twilio's 21211, an SMTP reply code), kept in the delivery's history.
     """
 
-    def __init__(self, message: str, *, suppress: SuppressionReason | None = None) -> None:
+    def __init__(
+        self, message: str, *, suppress: SuppressionReason | None = None, code: str | None = None
+    ) -> None:
         super().__init__(message)
         self.suppress = suppress
+        self.code = code
 
 
 class AmbiguousSendError(Exception):

@@ -111,14 +111,18 @@ def _classify(response: httpx.Response) -> TransientSendError | PermanentSendErr
     """FCM's errorCode first (a dead token), then what the HTTP status means here."""
     code, status = _error_code(response), response.status_code
     detail = f"fcm: HTTP {status}{' ' + code if code else ''}: {vendor_message(response)}"
+    vendor_code = code or f"HTTP {status}"
     if code in DEAD_TOKEN_CODES or (code == "INVALID_ARGUMENT" and _about_token(response)):
         return PermanentSendError(
-            f"{detail} (the push token is no longer registered)", suppress=DEAD_TOKEN_REASON
+            f"{detail} (the push token is no longer registered)",
+            suppress=DEAD_TOKEN_REASON,
+            code=vendor_code,
         )
     if code == "THIRD_PARTY_AUTH_ERROR":
         return PermanentSendError(
             f"{detail} (Apple or the web push service refused Firebase's credentials: "
-            "check the APNs key in the Firebase console)"
+            "check the APNs key in the Firebase console)",
+            code=vendor_code,
         )
     if status == 401:
         return TransientSendError(
@@ -127,12 +131,15 @@ def _classify(response: httpx.Response) -> TransientSendError | PermanentSendErr
     if status == 403:
         return PermanentSendError(
             f"{detail} (give TIDINGS_FCM_CLIENT_EMAIL the Firebase Cloud Messaging API Admin "
-            "role, and enable the API in TIDINGS_FCM_PROJECT_ID)"
+            "role, and enable the API in TIDINGS_FCM_PROJECT_ID)",
+            code=vendor_code,
         )
     if status == 404:
-        return PermanentSendError(f"{detail} (check TIDINGS_FCM_PROJECT_ID)")
+        return PermanentSendError(f"{detail} (check TIDINGS_FCM_PROJECT_ID)", code=vendor_code)
     error = classify_response("fcm", response)
     assert error is not None, "only called for unsuccessful answers"
+    if isinstance(error, PermanentSendError):
+        error.code = vendor_code
     return error
 
 

@@ -93,12 +93,15 @@ def classify_response(
     detail = f"{provider}: HTTP {status}: {vendor_message(response)}"
     if status in (408, 429) or status >= 500:
         return TransientSendError(detail, retry_after_seconds=retry_after(response))
+    code = f"HTTP {status}"
     if 300 <= status < 400:
         where = response.headers.get("location", "elsewhere")
-        return PermanentSendError(f"{detail} (redirected to {where}; configure that URL)")
+        return PermanentSendError(
+            f"{detail} (redirected to {where}; configure that URL)", code=code
+        )
     if status in (401, 403):
-        return PermanentSendError(f"{detail} (check the {provider} credentials)")
-    return PermanentSendError(detail)
+        return PermanentSendError(f"{detail} (check the {provider} credentials)", code=code)
+    return PermanentSendError(detail, code=code)
 
 
 def retry_after(response: httpx.Response) -> float | None:

@@ -133,4 +133,4 @@ def _classify(code: int, reply: bytes | str) -> TransientSendError | PermanentSe
         return TransientSendError(detail)
     if code in _CONFIGURATION_CODES:
         return TransientSendError(f"{detail} (check TIDINGS_SMTP_USERNAME/PASSWORD)")
-    return PermanentSendError(detail)
+    return PermanentSendError(detail, code=str(code))

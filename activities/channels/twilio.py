@@ -97,19 +97,23 @@ def _classify(response: httpx.Response) -> TransientSendError | PermanentSendErr
         body = None
     code = body.get("code") if isinstance(body, dict) else None
     detail = f"twilio {code}: {vendor_message(response)}"
+    vendor_code = str(code) if code is not None else f"HTTP {response.status_code}"
     if code in INVALID_NUMBER_CODES:
-        return PermanentSendError(detail, suppress="invalid_number")
+        return PermanentSendError(detail, suppress="invalid_number", code=vendor_code)
     if code == UNSUBSCRIBED:
         return PermanentSendError(
             f"{detail} (the recipient replied STOP to this sender; Twilio delivers nothing "
-            "to them until they reply START)"
+            "to them until they reply START)",
+            code=vendor_code,
         )
     if code == RATE_LIMITED:
         return TransientSendError(detail, retry_after_seconds=retry_after(response))
     if isinstance(code, int) and code in _FIXES:
-        return PermanentSendError(f"{detail} ({_FIXES[code]})")
+        return PermanentSendError(f"{detail} ({_FIXES[code]})", code=vendor_code)
     error = classify_response("twilio", response)
     assert error is not None, "only called for unsuccessful answers"
+    if isinstance(error, PermanentSendError):
+        error.code = vendor_code
     return error
 
 

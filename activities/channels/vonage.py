@@ -127,7 +127,7 @@ def _classify(part: dict[str, object]) -> TransientSendError | PermanentSendErro
         )
     if status in INVALID_NUMBER_STATUSES:
         return PermanentSendError(
-            f"{detail} ({INVALID_NUMBER_STATUSES[status]})", suppress="invalid_number"
+            f"{detail} ({INVALID_NUMBER_STATUSES[status]})", suppress="invalid_number", code=status
         )
     meaning = PERMANENT_STATUSES.get(status)
-    return PermanentSendError(f"{detail} ({meaning})" if meaning else detail)
+    return PermanentSendError(f"{detail} ({meaning})" if meaning else detail, code=status)
