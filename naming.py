@@ -25,6 +25,7 @@ def send_task_queue(channel: str) -> str:
 
 JOURNEY_WORKFLOW = "Journey"
 EVENT_SIGNAL = "event"
+RECHECK_SIGNAL = "recheck"
 STATUS_QUERY = "status"
 
 CONTACT_KEY = SearchAttributeKey.for_keyword("ContactKey")

@@ -30,6 +30,7 @@ from tidings.models.primitives import (
     JourneyName,
     PositiveDuration,
     Purpose,
+    RoleName,
     StepId,
     TemplateName,
     TimeOfDay,
@@ -244,6 +245,68 @@ class DigestStep(_Step):
         return self.digest.send
 
 
+class Approve(_Spec):
+    """A human sign-off before the send that follows (its `gates` step).
+
+    Every role in `roles` must approve (`quorum` people each); `sequential`
+    asks them in the listed order. The first rejection or request for changes
+    decides. At the deadline: `send` as if approved, `skip` the gated send,
+    `end` the journey, or `escalate` to `escalate_to` for one more deadline
+    (then `end`). `scope: batch` opens one gate for every contact reaching
+    this step (a campaign's message), `contact` one per contact (a personal
+    offer).
+    """
+
+    roles: list[RoleName] = Field(min_length=1)
+    quorum: int = Field(default=1, ge=1, le=10)
+    order: Literal["parallel", "sequential"] = "parallel"
+    deadline: PositiveDuration
+    remind_every: PositiveDuration | None = None
+    on_deadline: Literal["skip", "send", "end", "escalate"] = "end"
+    escalate_to: RoleName | None = None
+    on_reject: StepTarget = END
+    scope: Literal["contact", "batch"] = "contact"
+    gates: StepId | None = None
+    """The send step the approver signs off; by default the following step."""
+
+    @model_validator(mode="after")
+    def _escalation_has_a_role(self) -> Approve:
+        if (self.on_deadline == "escalate") != (self.escalate_to is not None):
+            raise ValueError("on_deadline: escalate and escalate_to go together")
+        if len(set(self.roles)) != len(self.roles):
+            raise ValueError("a role is listed twice in roles")
+        return self
+
+
+class ApproveStep(_Step):
+    kind: ClassVar[str] = "approve"
+    approve: Approve
+
+
+class EscalationTier(_Spec):
+    """Who is asked, how, and how long they have to acknowledge."""
+
+    role: RoleName
+    channel: Literal["email", "chat"] = "email"
+    template: TemplateName
+    ack_within: PositiveDuration
+
+
+class Escalate(_Spec):
+    """Hand the contact to people: each tier in turn until someone acknowledges,
+    or `resolved_by` arrives (the problem went away: `payment_succeeded`)."""
+
+    tiers: list[EscalationTier] = Field(min_length=1, max_length=10)
+    resolved_by: list[EventName] = []
+    wait: bool = False
+    """Whether the journey waits for the escalation to finish before moving on."""
+
+
+class EscalateStep(_Step):
+    kind: ClassVar[str] = "escalate"
+    escalate: Escalate
+
+
 class GotoStep(_Step):
     kind: ClassVar[str] = "goto"
     goto: StepTarget
@@ -254,8 +317,19 @@ class EndStep(_Step):
     end: Literal[True]
 
 
-STEP_KINDS = ("wait", "wait_until", "wait_for", "branch", "send", "digest", "goto", "end")
-WAITING_KINDS = frozenset({"wait", "wait_until", "wait_for", "digest"})
+STEP_KINDS = (
+    "wait",
+    "wait_until",
+    "wait_for",
+    "branch",
+    "send",
+    "digest",
+    "approve",
+    "escalate",
+    "goto",
+    "end",
+)
+WAITING_KINDS = frozenset({"wait", "wait_until", "wait_for", "digest", "approve"})
 
 
 def _step_kind(value: Any) -> str | None:
@@ -272,6 +346,8 @@ Step = Annotated[
     | Annotated[BranchStep, Tag("branch")]
     | Annotated[SendStep, Tag("send")]
     | Annotated[DigestStep, Tag("digest")]
+    | Annotated[ApproveStep, Tag("approve")]
+    | Annotated[EscalateStep, Tag("escalate")]
     | Annotated[GotoStep, Tag("goto")]
     | Annotated[EndStep, Tag("end")],
     Discriminator(
@@ -320,6 +396,9 @@ class Journey(_Spec):
             events.add(self.goal.event)
         events.update(s.wait_for.event for s in self.steps if isinstance(s, WaitForStep))
         events.update(s.digest.event for s in self.steps if isinstance(s, DigestStep))
+        events.update(
+            e for s in self.steps if isinstance(s, EscalateStep) for e in s.escalate.resolved_by
+        )
         return events
 
     def check_condition(self, source: str, roots: tuple[str, ...]) -> tuple[FieldRef, ...]:
@@ -346,7 +425,15 @@ class Journey(_Spec):
             spec = step.wait_until
             extra = [] if spec.if_past == "continue" else [spec.if_past]
             return [self.following(step.id), *extra, spec.if_missing]
+        if isinstance(step, ApproveStep):
+            gated = self.gated(step)
+            past = [self.following(gated)] if gated in {s.id for s in self.steps} else []
+            return [gated, *past, step.approve.on_reject, END]
         return [self.following(step.id)]
+
+    def gated(self, step: ApproveStep) -> str:
+        """The send step an approval signs off."""
+        return step.approve.gates or self.following(step.id)
 
     def sends(self) -> Iterator[SendStep | DigestStep]:
         for step in self.steps:
@@ -367,6 +454,7 @@ def journey_problems(journey: Journey) -> list[str]:
     """Rules that span steps; each problem names the step it is about."""
     target_problems = _id_problems(journey) + _target_problems(journey)
     problems = target_problems + _condition_problems(journey) + _event_problems(journey)
+    problems += _approval_problems(journey)
     if not target_problems:
         # With a duplicate id or mistyped target the graph is wrong; its errors would be noise.
         problems += _reachability_problems(journey) + _loop_problems(journey)
@@ -412,6 +500,20 @@ def _condition_problems(journey: Journey) -> list[str]:
             journey.check_condition(source, roots)
         except ExpressionError as err:
             problems.append(f"{where}: {err}")
+    return problems
+
+
+def _approval_problems(journey: Journey) -> list[str]:
+    by_id = {step.id: step for step in journey.steps}
+    problems = []
+    for step in journey.steps:
+        if isinstance(step, ApproveStep):
+            gated = journey.gated(step)
+            if not isinstance(by_id.get(gated), SendStep | DigestStep):
+                problems.append(
+                    f"step {step.id!r}: an approval signs off a send, but {gated!r} is not a "
+                    "send or digest step; put the send right after it or name it in `gates`"
+                )
     return problems
 
 

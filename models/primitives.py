@@ -69,6 +69,15 @@ Topic = Annotated[
 TraitName = Annotated[
     str, _named(r"[A-Za-z_][A-Za-z0-9_]{0,63}", "trait name", "letters, digits and _")
 ]
+RoleName = Annotated[
+    str, _named(r"[a-z0-9][a-z0-9_-]{0,39}", "role", "lowercase letters, digits, _ -")
+]
+UserName = Annotated[
+    str,
+    _named(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", "user name", "letters, digits, _ . - (no email)"),
+]
+"""An approver or operator as the directory names them: it lands in workflow histories,
+so it is a login, never an email address."""
 EventId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
 END = "end"

@@ -38,8 +38,10 @@ def _json() -> Any:
     return Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 
 
-SCHEMA_VERSION = 4  # 4: the in-app inbox, deliveries.provider, delivery_events
-"""Raise with every change to these tables; a database of another version is refused."""
+SCHEMA_VERSION = 5
+"""Raise with every change to these tables; a database of another version is refused.
+5: holds, approval gates and decisions, escalations. 4: the in-app inbox,
+deliveries.provider, delivery_events."""
 
 
 class SchemaInfo(SQLModel, table=True):

@@ -32,9 +32,11 @@ from tidings.models.events import JourneyEvent
 from tidings.models.expressions import ExpressionError, evaluate, fields_read
 from tidings.models.journey import (
     MAX_DIGEST_ITEMS,
+    ApproveStep,
     BranchStep,
     DigestStep,
     EndStep,
+    EscalateStep,
     GotoStep,
     SendStep,
     Step,
@@ -101,6 +103,7 @@ class JourneyInterpreter:
         self._ending: tuple[Outcome, str] | None = None
         self._shown: tuple[str, str] | None = None
         self._leaving = False
+        self._recheck = False
         self._reentry_trigger: JourneyEvent | None = None
         self._status: tuple[str, str, datetime | None, str] = (
             "starting",
@@ -135,6 +138,11 @@ class JourneyInterpreter:
                 self._exit = ("converted", f"{event.name} within {format_duration(goal.within)}")
             else:
                 self._exit = ("exited", f"{event.name} after the goal window")
+
+    def recheck(self) -> None:
+        """Something a held send waits on changed (a hold lifted, a batch gate decided):
+        look again now rather than at the hold's next timer."""
+        self._recheck = True
 
     def status(self) -> JourneyStatus:
         kind, waiting_for, wake_at, details = self._status
@@ -238,6 +246,10 @@ class JourneyInterpreter:
             return await self._send(step)
         if isinstance(step, DigestStep):
             return await self._digest(step)
+        if isinstance(step, ApproveStep):
+            return await self._approve(step)
+        if isinstance(step, EscalateStep):
+            return await self._escalate(step)
         if isinstance(step, GotoStep):
             return step.goto
         assert isinstance(step, EndStep)
@@ -381,6 +393,12 @@ class JourneyInterpreter:
         ):
             state.digest.append(event)
 
+    async def _approve(self, step: ApproveStep) -> str:
+        raise NotImplementedError("approval gates: in progress")
+
+    async def _escalate(self, step: EscalateStep) -> str:
+        raise NotImplementedError("escalations: in progress")
+
     async def _branch(self, step: BranchStep) -> str:
         traits: set[str] = set()
         needs_contact = False
@@ -484,7 +502,10 @@ class JourneyInterpreter:
             step_id=step.id, wake_at=until, label=why, since=since, kind=kind
         )
         self._show(step, f"policy:{kind}", f"Held: {why}", until)
-        await self._sleep_until(until, f"{step.id}: held until {until:%Y-%m-%d %H:%M} UTC")
+        self._recheck = False
+        await self._until(
+            lambda: self._recheck, until, f"{step.id}: held until {until:%Y-%m-%d %H:%M} UTC"
+        )
 
     async def _send_now(
         self, step: SendStep | DigestStep, key: str, since: datetime | None, channel: str

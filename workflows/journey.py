@@ -27,6 +27,12 @@ class JourneyWorkflow:
         """An event for this contact that this journey listens to."""
         self._interpreter.receive(event)
 
+    @workflow.signal(name=naming.RECHECK_SIGNAL)
+    def recheck(self) -> None:
+        """A hold was lifted or a batch approval decided: a held send checks again now.
+        Sent to many journeys at once by a server-side batch operation."""
+        self._interpreter.recheck()
+
     @workflow.query(name=naming.STATUS_QUERY)
     def status(self) -> JourneyStatus:
         """Where the journey is and what it waits for."""
