@@ -15,7 +15,7 @@ import yaml
 
 from tidings.content.files import Brand, TemplateSource, load_library
 from tidings.errors import SpecError
-from tidings.models.journey import Journey, journey_problems
+from tidings.models.journey import EscalateStep, Journey, journey_problems
 from tidings.models.policy import PolicyConfig
 from tidings.settings import Settings
 from tidings.yamlspec import line_at, read_yaml, validate_yaml
@@ -125,10 +125,35 @@ def load_journey(path: Path, templates: Mapping[str, TemplateSource]) -> Journey
                 "opt-outs only with a recorded legal rationale; add `rationale:` to the "
                 f"step, the journey or templates/{name}.yaml"
             )
+    problems += _escalation_template_problems(journey, templates)
     if problems:
         lines = _step_lines(data, node)
         raise SpecError([_with_line(path, lines, p) for p in problems])
     return journey
+
+
+def _escalation_template_problems(
+    journey: Journey, templates: Mapping[str, TemplateSource]
+) -> list[str]:
+    """Each escalation tier's template exists and can go out on the tier's channel."""
+    problems = []
+    for step in journey.steps:
+        if not isinstance(step, EscalateStep):
+            continue
+        for number, tier in enumerate(step.escalate.tiers, 1):
+            source = templates.get(tier.template)
+            if source is None:
+                problems.append(
+                    f"step {step.id!r}: tier {number}: unknown template {tier.template!r}; "
+                    f"known templates: {', '.join(sorted(templates)) or 'none'}"
+                )
+            elif tier.channel not in source.spec.channels():
+                problems.append(
+                    f"step {step.id!r}: tier {number}: template {tier.template!r} has no "
+                    f"{tier.channel} variant; add `{tier.channel}:` to "
+                    f"templates/{tier.template}.yaml"
+                )
+    return problems
 
 
 def validate_files(paths: Iterable[Path], templates: Mapping[str, TemplateSource]) -> list[str]:

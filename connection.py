@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
+from temporalio.api.batch.v1 import BatchOperationSignal
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
     ListSearchAttributesRequest,
 )
+from temporalio.api.workflowservice.v1 import StartBatchOperationRequest
 from temporalio.client import Client
 from temporalio.common import SearchAttributeIndexedValueType
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -21,10 +24,15 @@ DEFAULT_ADDRESS = "localhost:7233"
 
 
 async def connect(
-    *, address: str | None = None, namespace: str | None = None, profile: str | None = None
+    *,
+    address: str | None = None,
+    namespace: str | None = None,
+    profile: str | None = None,
+    lazy: bool = False,
 ) -> Client:
     """Connect as Temporal's envconfig says (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
-    TEMPORAL_API_KEY, TLS settings, temporal.toml profiles); arguments win."""
+    TEMPORAL_API_KEY, TLS settings, temporal.toml profiles); arguments win.
+    `lazy`: connect on the first call instead (a service that starts without Temporal)."""
     config: dict[str, Any] = dict(ClientConfig.load_client_connect_config(profile=profile))
     if address:
         config["target_host"] = address
@@ -32,7 +40,7 @@ async def connect(
         config["namespace"] = namespace
     config.setdefault("target_host", DEFAULT_ADDRESS)
     try:
-        return await Client.connect(**config, data_converter=pydantic_data_converter)
+        return await Client.connect(**config, data_converter=pydantic_data_converter, lazy=lazy)
     except RuntimeError as err:
         raise TidingsError(
             f"cannot reach Temporal at {config['target_host']}: {err}. Start `tidings dev`, "
@@ -104,3 +112,26 @@ def create_commands(namespace: str = "default") -> list[str]:
         + " ".join(f"--name {name}" for name in names)
         for kind, names in by_type.items()
     ]
+
+
+async def signal_waiting(client: Client, waiting_for: str, *, reason: str) -> str:
+    """Send `recheck` to every running journey whose WaitingFor is `waiting_for`, in
+    one server-side batch operation (not one signal per workflow from here); returns
+    the batch job's id (`temporal batch describe --job-id`)."""
+    job_id = f"tidings-recheck-{uuid.uuid4().hex}"
+    query = (
+        f'WorkflowType="{naming.JOURNEY_WORKFLOW}" AND '
+        f'{naming.WAITING_FOR.name}="{waiting_for}" AND ExecutionStatus="Running"'
+    )
+    await client.workflow_service.start_batch_operation(
+        StartBatchOperationRequest(
+            namespace=client.namespace,
+            visibility_query=query,
+            job_id=job_id,
+            reason=reason[:200],
+            signal_operation=BatchOperationSignal(
+                signal=naming.RECHECK_SIGNAL, identity=client.identity
+            ),
+        )
+    )
+    return job_id

@@ -26,7 +26,12 @@ def send_task_queue(channel: str) -> str:
 JOURNEY_WORKFLOW = "Journey"
 EVENT_SIGNAL = "event"
 RECHECK_SIGNAL = "recheck"
+DECIDE_UPDATE = "decide"
+APPROVAL_WORKFLOW = "ApprovalGate"
 STATUS_QUERY = "status"
+ESCALATION_WORKFLOW = "Escalation"
+ACKNOWLEDGE_UPDATE = "acknowledge"
+RESOLVE_SIGNAL = "resolve"
 
 CONTACT_KEY = SearchAttributeKey.for_keyword("ContactKey")
 JOURNEY = SearchAttributeKey.for_keyword("Journey")
@@ -40,3 +45,14 @@ SEARCH_ATTRIBUTES = (CONTACT_KEY, JOURNEY, JOURNEY_VERSION, STEP, WAITING_FOR)
 def journey_workflow_id(journey: str, contact_key: str) -> str:
     """One workflow per (journey, contact): a second trigger finds the running one."""
     return f"journey/{journey}/{contact_key}"
+
+
+def escalation_workflow_id(journey_workflow_id: str, entry: int, step_id: str, visit: int) -> str:
+    """One escalation per journey entry and step (a step visited again gets `/<visit>`)."""
+    base = f"escalation/{journey_workflow_id}/{entry}/{step_id}"
+    return base if visit <= 1 else f"{base}/{visit}"
+
+
+def batch_gate_workflow_id(journey: str, version: int, step_id: str) -> str:
+    """One batch gate per journey version and step: no contact in it."""
+    return f"approval/{journey}/v{version}/{step_id}"

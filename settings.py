@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     journeys_dir: Path = Field(default=PACKAGE_DIR / "journeys")
     templates_dir: Path = Field(default=PACKAGE_DIR / "templates")
     policy_file: Path = Field(default=PACKAGE_DIR / "policy.yaml")
+    directory_file: Path = Field(
+        default=PACKAGE_DIR / "directory.yaml",
+        description="Staff who approve and answer escalations: logins, roles, addresses.",
+    )
     compliance_file: Path = Field(
         default=PACKAGE_DIR / "compliance.yaml",
         description="Compliance lint rules, checked on submit and at every send.",

@@ -23,11 +23,13 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from tidings import naming
+from tidings.activities.approvals import ApprovalDesk
 from tidings.activities.channels import EmailProvider
 from tidings.activities.channels.registry import channel_providers, email_fallbacks
 from tidings.activities.channels.smtp import SmtpConfig, SmtpProvider
 from tidings.activities.compose import Composer
 from tidings.activities.contacts import ContactReader
+from tidings.activities.escalations import EscalationDesk, StaffNotifier
 from tidings.activities.journal import JourneyJournal
 from tidings.activities.policy import PolicyGate
 from tidings.activities.send import MessageSender
@@ -37,9 +39,12 @@ from tidings.content.files import Brand
 from tidings.content.lint import load_compliance
 from tidings.content.lookups import LookupClient
 from tidings.db.engine import Database
+from tidings.directory import load_directory
 from tidings.errors import TidingsError
 from tidings.logs import configure_logging
 from tidings.settings import Settings
+from tidings.workflows.approval import ApprovalGateWorkflow
+from tidings.workflows.escalation import EscalationWorkflow
 from tidings.workflows.journey import JourneyWorkflow
 
 log = structlog.get_logger(__name__)
@@ -132,6 +137,11 @@ async def running_workers(parts: WorkerParts) -> AsyncIterator[list[Worker]]:
         c: ThreadPoolExecutor(CHANNEL_THREADS, thread_name_prefix=f"send-{c}") for c in channels
     }
     settings = parts.settings
+    # One of each, shared by the activities that need them: rendering (and its
+    # lookup cache), the channel providers (and their TLS contexts), the staff.
+    rendering = composer(settings, parts.catalog.brand)
+    providers = channel_providers(settings, parts.database)
+    directory = load_directory(settings.directory_file)
     journal = JourneyJournal(parts.database)
     reader = ContactReader(parts.database, default_timezone=settings.default_timezone)
     gate = PolicyGate(
@@ -139,28 +149,55 @@ async def running_workers(parts: WorkerParts) -> AsyncIterator[list[Worker]]:
     )
     sender = MessageSender(
         db=parts.database,
-        composer=composer(settings, parts.catalog.brand),
+        composer=rendering,
         provider=parts.email_provider,
         sender=settings.email_from,
         default_timezone=settings.default_timezone,
         policy=parts.catalog.policy,
-        providers=channel_providers(settings, parts.database),
+        providers=providers,
         email_fallbacks=email_fallbacks(settings),
         attempts_per_provider=settings.provider_attempts,
         status_callbacks={
             "twilio": f"{settings.public_url.rstrip('/')}/callbacks/twilio/status",
         },
     )
+    desk = ApprovalDesk(
+        db=parts.database,
+        composer=rendering,
+        directory=directory,
+        email=parts.email_provider,
+        sender=settings.email_from,
+        public_url=settings.public_url,
+        client=parts.client,
+        secret_key=settings.signing_key(),
+    )
+    escalations = EscalationDesk(parts.database)
+    notifier = StaffNotifier(
+        db=parts.database,
+        composer=rendering,
+        directory=directory,
+        email=parts.email_provider,
+        sender=settings.email_from,
+        chat=providers.get("chat", []),
+    )
     workers = [
         Worker(
             parts.client,
             task_queue=naming.JOURNEY_TASK_QUEUE,
-            workflows=[JourneyWorkflow],
+            workflows=[JourneyWorkflow, ApprovalGateWorkflow, EscalationWorkflow],
             activities=[
                 journal.enter_journey,
                 journal.exit_journey,
                 reader.load_contact,
                 gate.check_policy,
+                desk.open_gate,
+                desk.open_batch_gate,
+                desk.gate_status,
+                desk.release_waiters,
+                desk.settle_review,
+                desk.record_gate,
+                desk.remind,
+                escalations.record_escalation,
             ],
             activity_executor=bookkeeping,
             max_concurrent_local_activities=LOCAL_ACTIVITY_THREADS,
@@ -169,7 +206,7 @@ async def running_workers(parts: WorkerParts) -> AsyncIterator[list[Worker]]:
         Worker(
             parts.client,
             task_queue=naming.EMAIL_TASK_QUEUE,
-            activities=[sender.send_email],
+            activities=[sender.send_email, notifier.notify_staff],
             activity_executor=sending,
             max_concurrent_activities=SEND_THREADS,
             **rate_limits(settings, "email"),
@@ -181,7 +218,11 @@ async def running_workers(parts: WorkerParts) -> AsyncIterator[list[Worker]]:
             Worker(
                 parts.client,
                 task_queue=naming.send_task_queue(channel),
-                activities=[sender.send_message],
+                # Escalation notices go out on the email and chat queues, under their limits.
+                activities=[
+                    sender.send_message,
+                    *([notifier.notify_staff] if channel == "chat" else []),
+                ],
                 activity_executor=pool,
                 max_concurrent_activities=CHANNEL_THREADS,
                 **rate_limits(settings, channel),

@@ -55,6 +55,9 @@ class ComposeRequest(BaseModel):
     event: JourneyEvent
     locale: str | None = None
     """Overrides the contact's locale (preview --locale)."""
+    to_contact: bool = True
+    """False for a message about the contact sent to someone else (an escalation's
+    notice to staff): the contact's own address is then neither read nor needed."""
 
 
 @dataclass(frozen=True)
@@ -110,7 +113,7 @@ class Composer:
         if contact is None:
             raise ComposeError(SKIPPED, f"the contact {request.contact_key!r} no longer exists")
         to = None
-        kind = ADDRESS_KINDS.get(request.channel)
+        kind = ADDRESS_KINDS.get(request.channel) if request.to_contact else None
         if kind is not None:
             to = primary_address(session=session, key=contact.key, kind=kind)
             if to is None:

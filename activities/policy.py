@@ -24,9 +24,15 @@ class PolicyGate:
     @activity.defn(name="check_policy")
     def check_policy(self, input: PolicyCheckInput) -> Decision:
         """Decide in the workflow's clock; the decision lands in the audit log, and a
-        skip is recorded as the send's delivery, so every planned message has a row."""
+        skip (or a kill switch's end) is recorded as the send's delivery, so every
+        planned message has a row."""
         message = Message(
-            channel=input.channel, purpose=input.purpose, topic=input.topic, windows=input.windows
+            channel=input.channel,
+            purpose=input.purpose,
+            topic=input.topic,
+            windows=input.windows,
+            journey=input.journey,
+            template=input.template,
         )
         with self._db.session() as session:
             try:
@@ -43,7 +49,7 @@ class PolicyGate:
             except UnknownContactError as err:
                 raise ApplicationError(str(err), type=UNKNOWN_CONTACT, non_retryable=True) from err
             decision = decide(facts)
-            if decision.action == "skip":
+            if decision.action in ("skip", "end"):
                 deliveries.record(
                     session=session,
                     new=deliveries.NewDelivery(

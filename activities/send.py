@@ -39,6 +39,7 @@ from tidings.models.policy import Decision, Message, PolicyConfig
 from tidings.models.tables import Delivery
 from tidings.models.workflow_io import SendInput, SendResult, SendStatus
 from tidings.policy.engine import decide
+from tidings.policy.holds import KILLED
 
 log = structlog.get_logger(__name__)
 P = TypeVar("P", EmailProvider, ChannelProvider)
@@ -144,7 +145,7 @@ class MessageSender:
             # contact's row locked: caps cannot be overshot by concurrent sends.
             clock = _policy_clock()
             decision = self._check(session, input, clock)
-            if decision.action == "skip":
+            if decision.action in ("skip", "end"):  # end: a kill switch (see _result)
                 return self._settle(session, new, deliveries.SKIPPED, decision.reason)
             if decision.action == "wait":
                 return SendResult(
@@ -218,7 +219,12 @@ class MessageSender:
 
     def _check(self, session: Session, input: SendInput, clock: datetime) -> Decision:
         message = Message(
-            channel=input.channel, purpose=input.purpose, topic=input.topic, windows=input.windows
+            channel=input.channel,
+            purpose=input.purpose,
+            topic=input.topic,
+            windows=input.windows,
+            journey=input.journey,
+            template=input.template,
         )
         try:
             facts = load_facts(
@@ -401,9 +407,12 @@ _RESULT_STATUS: dict[str, SendStatus] = {
 
 
 def _result(delivery: Delivery) -> SendResult:
-    """What an earlier attempt did; anything unfinished counts as uncertain."""
+    """What an earlier attempt did; anything unfinished counts as uncertain. A delivery
+    a kill switch skipped ends the journey, on a retried attempt too."""
     status = _RESULT_STATUS.get(delivery.status, "uncertain")
-    return SendResult(delivery_id=delivery.id, status=status, detail=delivery.error or "")
+    detail = delivery.error or ""
+    end = status == "skipped" and detail.startswith(KILLED)
+    return SendResult(delivery_id=delivery.id, status=status, detail=detail, end=end)
 
 
 def _message_id(idempotency_key: str, sender: str) -> str:

@@ -1,4 +1,5 @@
-"""The audit log: every policy decision with its rule and inputs, and how content was chosen."""
+"""The audit log: every policy decision with its rule and inputs, how content was chosen,
+and every hold set and lifted."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from datetime import datetime
 
 from sqlmodel import Session, col, select
 
+from tidings.models.holds import Hold
 from tidings.models.policy import Decision
 from tidings.models.tables import AuditRecord
 
@@ -63,6 +65,24 @@ def record_content(
             rule=f"{template} v{version} {locale}"[:200],
             detail="; ".join(notes)[:1000],
             data={"template": template, "version": version, "locale": locale, "notes": notes},
+        )
+    )
+
+
+def record_hold(
+    *, session: Session, hold: Hold, event: str, by: str, why: str, at: datetime
+) -> None:
+    """A hold set or lifted (`event`), by whom and why. Holds concern no one contact:
+    their records have an empty contact key (held sends are policy decisions, per contact)."""
+    session.add(
+        AuditRecord(
+            at=at,
+            contact_key="",
+            kind="hold",
+            action=event,
+            rule=hold.label()[:200],
+            detail=why[:1000],
+            data={"hold_id": hold.id, "scope": hold.scope, "action": hold.action, "by": by},
         )
     )
 

@@ -4,8 +4,9 @@ The send-time check runs once per message, in the transaction that claims
 the delivery, so its latency is the send path's. One query reads (and, for
 the send, locks) the contact with its addresses; one `UNION ALL` reads its
 consent lines, its active suppressions, its preferences,
-its recent sends and the active blackouts, each row's values cast to text
-so one row shape fits every table on every database.
+its recent sends, the active blackouts and the active holds (few: every one is
+read, and `decide` matches their scopes), each row's values cast to text so
+one row shape fits every table on every database.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from sqlmodel import Session, SQLModel, select
 from tidings.db import deliveries
 from tidings.db.contacts import deliverable
 from tidings.errors import UnknownContactError
+from tidings.models.holds import Hold
 from tidings.models.policy import (
     Blackout,
     ConsentEntry,
@@ -90,6 +92,7 @@ def load_facts(
         blackouts=tuple(found["blackout"]),
         recent=tuple(found["sent"]),
         waiting_since=waiting_since,
+        holds=tuple(sorted(found["hold"], key=lambda h: h.id)),
     )
 
 
@@ -117,6 +120,7 @@ def _union() -> CompoundSelect[Any]:
     running it."""
     consent, sup = _table("consent_ledger").c, _table("suppressions").c
     pref, sent, black = _table("preferences").c, _table("deliveries").c, _table("blackouts").c
+    hold = _table("holds").c
     key: BindParameter[str] = bindparam("contact_key")
     exclude: BindParameter[str] = bindparam("exclude")
     addresses: BindParameter[list[str]] = bindparam("addresses", expanding=True)
@@ -137,6 +141,9 @@ def _union() -> CompoundSelect[Any]:
         select(*_row("blackout", black.id, black.name, black.regions, black.purposes,
                      black.starts_at, black.ends_at, black.action))
         .where(black.starts_at <= now, black.ends_at > now),
+        select(*_row("hold", hold.id, hold.scope, hold.action, hold.reason, hold.set_by,
+                     hold.set_at))
+        .where(hold.lifted_at.is_(None)),  # in force once committed, whatever the clocks
     ]  # fmt: skip
     return union_all(*parts)
 
@@ -197,10 +204,18 @@ def _blackout(v: Sequence[str | None]) -> Blackout:
     )  # fmt: skip
 
 
+def _hold(v: Sequence[str | None]) -> Hold:
+    return Hold.model_validate(
+        {"id": v[0], "scope": v[1], "action": v[2], "reason": v[3], "set_by": v[4],
+         "set_at": _time(v[5])}
+    )  # fmt: skip
+
+
 _DECODERS = {
     "consent": _consent,
     "suppression": _suppression,
     "preference": _preference,
     "sent": _sent,
     "blackout": _blackout,
+    "hold": _hold,
 }

@@ -267,6 +267,39 @@ def reject(
     return _move(session, record, REJECTED, "rejected", actor, comment, now)
 
 
+def settle_review(
+    *,
+    session: Session,
+    template: str,
+    number: int,
+    locale: str | None,
+    approved: bool,
+    reviewers: list[str],
+    comment: str,
+    now: datetime,
+) -> Record:
+    """The review workflow's outcome: approved, or back to draft with the reviewers'
+    comments (the author edits it in place and submits again). Settling twice (a
+    retried activity) changes nothing."""
+    record = _target(session, template, number, locale, default_status=IN_REVIEW)
+    if record.status != IN_REVIEW:
+        return record
+    actor = ", ".join(reviewers)[:100] or "review deadline"
+    if approved:
+        record.decided_by, record.decided_at = actor, now
+        return _move(session, record, APPROVED, "approved", actor, comment or None, now)
+    return _move(session, record, DRAFT, "sent back", actor, comment, now)
+
+
+def in_review(*, session: Session, template: str, number: int | None, locale: str | None) -> Record:
+    return _target(session, template, number, locale, default_status=IN_REVIEW)
+
+
+def authors(*, session: Session, record: Record) -> set[str]:
+    """Who wrote or submitted this version: none of them may approve it (four eyes)."""
+    return _authors(session, record)
+
+
 def retire(
     *,
     session: Session,

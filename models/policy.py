@@ -238,6 +238,9 @@ class Message(_Model):
     address: str | None = None
     windows: list[SendWindow] = []
     """The journey's and the step's own windows, narrowing the jurisdiction's."""
+    journey: str = ""
+    template: str = ""
+    """Where it comes from (holds can cover one journey or one template)."""
 
 
 class ContactFacts(_Model):
@@ -246,9 +249,11 @@ class ContactFacts(_Model):
     timezone: str
 
 
-Action = Literal["send", "wait", "skip"]
+Action = Literal["send", "wait", "skip", "end"]
+"""`end`: a kill switch covers the message; the journey ends instead of sending it."""
 RuleKind = Literal[
     "allowed",
+    "hold",
     "suppression",
     "consent",
     "preferences",

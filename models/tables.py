@@ -223,6 +223,25 @@ class BlackoutRecord(SQLModel, table=True):
     created_at: datetime = _time()
 
 
+class HoldRecord(SQLModel, table=True):
+    """A legal hold, pause or kill switch; active until lifted (rows are never deleted)."""
+
+    __tablename__ = "holds"
+
+    id: int | None = Field(default=None, primary_key=True)
+    scope: str = Field(max_length=200)
+    """`all`, `journey:NAME`, `template:NAME`, `channel:NAME`, `jurisdiction:CODE`,
+    `purpose:NAME`."""
+    action: str = Field(max_length=8)
+    """`hold` (wait at the next send) or `kill` (end at the next send)."""
+    reason: str = Field(max_length=1000)
+    set_by: str = Field(max_length=64)
+    set_at: datetime = _time()
+    lifted_by: str | None = Field(default=None, max_length=64)
+    lifted_at: datetime | None = _time(nullable=True, index=True)
+    lift_reason: str | None = Field(default=None, max_length=1000)
+
+
 class AuditRecord(SQLModel, table=True):
     """Every policy decision, with the rule that made it and its inputs."""
 
@@ -347,3 +366,130 @@ class DeliveryEventRecord(SQLModel, table=True):
     """Deduplicates a callback the provider sends twice."""
     error_code: str | None = Field(default=None, max_length=32)
     at: datetime = _time()
+
+
+class EscalationRecord(SQLModel, table=True):
+    """An escalation as operators list it; the workflow decides, this is its copy.
+
+    `id` is the short number staff type (`tidings escalations ack 12`);
+    `workflow_id` is unique per journey entry, step and visit.
+    """
+
+    __tablename__ = "escalations"
+    __table_args__ = (Index("ix_escalations_status", "status", "opened_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    workflow_id: str = Field(unique=True, max_length=400)
+    journey: str = Field(max_length=64)
+    contact_key: str = Field(max_length=128, index=True)
+    entry: int
+    step_id: str = Field(max_length=64)
+    status: str = Field(max_length=16)
+    """open, acknowledged, resolved, exhausted."""
+    tier: int
+    """The tier asked now, 1-based (0 before the first)."""
+    tier_count: int
+    resolved_by: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    acknowledged_by: str | None = Field(default=None, max_length=64)
+    comment: str | None = Field(default=None, max_length=2000)
+    resolved_event: str | None = Field(default=None, max_length=100)
+    opened_at: datetime = _time()
+    closed_at: datetime | None = _time(nullable=True)
+    updated_at: datetime = _time()
+
+
+class EscalationTierRecord(SQLModel, table=True):
+    """One tier of an escalation: who was asked, when, and how it ended."""
+
+    __tablename__ = "escalation_tiers"
+    __table_args__ = (UniqueConstraint("escalation_id", "tier", name="uq_escalation_tier"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    escalation_id: int = Field(foreign_key="escalations.id")
+    tier: int
+    role: str = Field(max_length=40)
+    channel: str = Field(max_length=16)
+    notified: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    unreachable: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    notified_at: datetime = _time()
+    due_at: datetime = _time()
+    outcome: str = Field(max_length=16)
+    """waiting, acknowledged, resolved, timed_out, unreachable."""
+    acknowledged_by: str | None = Field(default=None, max_length=64)
+    settled_at: datetime | None = _time(nullable=True)
+
+
+class EscalationNotice(SQLModel, table=True):
+    """One notice to one staff member for one tier, claimed before it is sent.
+
+    The unique (escalation, tier, user) is what keeps a retried notify activity
+    from telling anyone twice; statuses move as deliveries' do (sending ->
+    sent | deferred | failed | uncertain; deferred -> sending).
+    """
+
+    __tablename__ = "escalation_notices"
+    __table_args__ = (
+        UniqueConstraint("escalation_workflow_id", "tier", "user", name="uq_escalation_notice"),
+    )
+
+    id: str = Field(primary_key=True, max_length=32)
+    escalation_workflow_id: str = Field(max_length=400)
+    tier: int
+    user: str = Field(max_length=64)
+    channel: str = Field(max_length=16)
+    status: str = Field(max_length=16)
+    attempts: int = 1
+    provider: str | None = Field(default=None, max_length=32)
+    provider_message_id: str | None = Field(default=None, max_length=256)
+    error: str | None = Field(default=None, max_length=1000)
+    created_at: datetime = _time()
+    sent_at: datetime | None = _time(nullable=True)
+    updated_at: datetime = _time()
+
+
+class ApprovalGateRecord(SQLModel, table=True):
+    """An approval gate as approvers see it: the preview of the gated message and
+    the votes so far. The workflow decides; this copy is for listing and reading."""
+
+    __tablename__ = "approval_gates"
+    __table_args__ = (Index("ix_approval_gates_status", "status", "deadline"),)
+
+    id: str = Field(primary_key=True, max_length=32)
+    gate_key: str = Field(unique=True, max_length=300)
+    scope: str = Field(max_length=16)
+    """contact: one journey's gate; batch: one gate for every contact at the step."""
+    workflow_id: str = Field(max_length=300)
+    journey: str = Field(max_length=64)
+    journey_version: int
+    step_id: str = Field(max_length=64)
+    gated_step: str = Field(max_length=64)
+    contact_key: str = Field(max_length=128)
+    template: str = Field(max_length=100)
+    channel: str = Field(max_length=16)
+    roles: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    quorum: int
+    order: str = Field(max_length=16)
+    status: str = Field(max_length=24)
+    deadline: datetime = _time()
+    created_at: datetime = _time()
+    decided_at: datetime | None = _time(nullable=True)
+    votes: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
+    pending_roles: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    preview: dict[str, Any] = _json()
+    """The gated message rendered for this contact when the gate opened."""
+    findings: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+
+
+class ApprovalNotice(SQLModel, table=True):
+    """A notice or reminder sent to an approver: once per gate, user and round."""
+
+    __tablename__ = "approval_notices"
+    __table_args__ = (UniqueConstraint("gate_id", "user", "round", name="uq_approval_notice"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    gate_id: str = Field(max_length=32)
+    user: str = Field(max_length=64)
+    round: int
+    sent_at: datetime = _time()

@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field
 
+from tidings.models.approvals import GateState
+from tidings.models.escalations import RunningEscalation
 from tidings.models.events import JourneyEvent
 from tidings.models.journey import Journey, Reentry
 from tidings.models.policy import Channel, SendWindow
@@ -56,6 +58,10 @@ class JourneyState(BaseModel):
     resume: Resume | None = None
     digest: list[JourneyEvent] = []
     """Events a digest step has collected so far."""
+    gate: GateState | None = None
+    """The approval gate open at the current step, if any."""
+    escalations: list[RunningEscalation] = []
+    """Escalations started by this entry that its resolving events must still reach."""
 
 
 class JourneyInput(BaseModel):
@@ -176,3 +182,6 @@ class SendResult(BaseModel):
     permanent: bool = False
     """For `failed`: the address cannot take it (an invalid number, a dead token);
     the step's fallback channel may."""
+    end: bool = False
+    """For `skipped`: a kill switch covers the message; the journey ends (exited, with
+    `detail` as the reason)."""

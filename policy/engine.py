@@ -3,9 +3,10 @@
 `decide` is a pure function of the facts (ledger entries, suppressions,
 preferences, blackouts, recent sends, the clock), so the same facts give the
 same decision in the workflow's pre-check, in the send activity, in tests
-and in `tidings explain`. Rules run from the most final to the most
-temporary: a reason to skip beats a reason to wait, and among waits the
-latest wins (the caller checks again when it ends).
+and in `tidings explain`. An active hold covering the message decides before
+any other rule (see `policy/holds.py`). The other rules run from the most final
+to the most temporary: a reason to skip beats a reason to wait, and among
+waits the latest wins (the caller checks again when it ends).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import JsonValue
 
+from tidings.models.holds import Hold
 from tidings.models.policy import (
     PRIORITY,
     UNDELIVERABLE,
@@ -33,6 +35,7 @@ from tidings.models.policy import (
     Suppression,
 )
 from tidings.models.primitives import format_duration
+from tidings.policy.holds import hold_decision
 from tidings.policy.jurisdictions import RulePack, matches_region, packs_for
 from tidings.policy.windows import is_open, next_open
 
@@ -50,6 +53,8 @@ class Facts:
     recent: tuple[RecentSend, ...] = ()
     waiting_since: datetime | None = None
     """When this message first had to wait (for the maximum deferral)."""
+    holds: tuple[Hold, ...] = ()
+    """Active holds and kill switches (all of them: few, and matched here)."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,9 @@ class ConsentState:
 def decide(facts: Facts) -> Decision:
     packs = packs_for(facts.contact.jurisdiction, facts.config.sector_packs)
     inputs = _inputs(facts, packs)
+    held = hold_decision(facts, inputs)
+    if held is not None:
+        return held
     for check in (_suppression, _consent, _preference):
         skip = check(facts, packs, inputs)
         if skip is not None:

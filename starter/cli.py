@@ -14,7 +14,16 @@ from tidings.catalog import Catalog, validate_files
 from tidings.content.files import load_library
 from tidings.logs import configure_logging
 from tidings.settings import Settings
-from tidings.starter import cli_bounces, cli_inbox, cli_policy, cli_report, cli_templates
+from tidings.starter import (
+    cli_approvals,
+    cli_bounces,
+    cli_escalations,
+    cli_holds,
+    cli_inbox,
+    cli_policy,
+    cli_report,
+    cli_templates,
+)
 from tidings.starter.cli_support import (
     DataDir,
     echo_json,
@@ -40,6 +49,9 @@ cli_templates.register(app)
 cli_inbox.register(app)
 cli_report.register(app)
 cli_bounces.register(app)
+cli_holds.register(app)
+cli_approvals.register(app)
+cli_escalations.register(app)
 
 R = TypeVar("R")
 

@@ -6,6 +6,7 @@ Temporal server is needed.
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import os
 from collections.abc import Callable
@@ -14,10 +15,14 @@ from typing import Annotated, TypeVar
 import typer
 
 from tidings.activities.compose import Composed
+from tidings.connection import connect
 from tidings.db.engine import Database
 from tidings.db.templates import Record
+from tidings.directory import load_directory
+from tidings.models.approvals import GateRow
 from tidings.models.primitives import Purpose
 from tidings.models.tables import TranslationRecord
+from tidings.settings import Settings
 from tidings.starter.cli_support import (
     DataDir,
     echo_json,
@@ -25,6 +30,7 @@ from tidings.starter.cli_support import (
     parse_pairs,
     settings_for,
 )
+from tidings.starter.content_review import start_review
 from tidings.starter.template_admin import TemplateAdmin
 
 R = TypeVar("R")
@@ -140,12 +146,46 @@ def submit(
     actor: Actor = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Send a draft for review; compliance lint errors keep it a draft."""
-    record = _admin(
-        data_dir,
-        lambda admin: admin.submit(name, number=version, locale=locale, actor=_actor(actor)),
+    """Send a draft for review; compliance lint errors keep it a draft.
+
+    With `content_review` in the approver directory, the version then goes
+    through the review stages (`tidings approvals list`)."""
+    settings = settings_for(data_dir)
+    review = load_directory(settings.directory_file).content_review
+    if review is None:
+        record = _admin(
+            data_dir,
+            lambda admin: admin.submit(name, number=version, locale=locale, actor=_actor(actor)),
+        )
+        _done("submitted", record)
+        return
+    gate = asyncio.run(_submit_for_review(settings, name, version, locale, _actor(actor)))
+    typer.echo(
+        f"submitted {name}: review gate {gate.id}, {' -> '.join(gate.roles)}; "
+        f"{gate.pending_roles[0]} decides first (tidings approvals show {gate.id})"
     )
-    _done("submitted", record)
+
+
+async def _submit_for_review(
+    settings: Settings, name: str, version: int | None, locale: str | None, actor: str
+) -> GateRow:
+    client = await connect()  # before anything is written: no review without Temporal
+    database = Database(settings.database_url)
+    try:
+        directory = load_directory(settings.directory_file)
+        assert directory.content_review is not None
+        TemplateAdmin(database, settings).submit(name, number=version, locale=locale, actor=actor)
+        return await start_review(
+            client=client,
+            database=database,
+            directory=directory,
+            review=directory.content_review,
+            template=name,
+            number=version,
+            locale=locale,
+        )
+    finally:
+        database.dispose()
 
 
 @templates_app.command("approve")

@@ -34,6 +34,7 @@ from tidings.catalog import Catalog
 from tidings.connection import connect
 from tidings.db import contacts, events, journey_runs
 from tidings.db.engine import Database
+from tidings.directory import load_directory
 from tidings.errors import input_error
 from tidings.models.contact import ContactView, IdentifyContact
 from tidings.models.events import JourneyEvent, TrackEvent
@@ -41,6 +42,9 @@ from tidings.models.journey import Journey
 from tidings.models.primitives import format_duration
 from tidings.models.workflow_io import JourneyInput, JourneyStatus
 from tidings.settings import Settings
+from tidings.starter.approval_admin import ApprovalAdmin
+from tidings.starter.escalation_admin import EscalationAdmin
+from tidings.starter.hold_admin import HoldAdmin
 from tidings.starter.policy_admin import PolicyAdmin
 from tidings.starter.routing import RoutePlan, check_properties, needs_contact, plan_routes
 from tidings.workflows.journey import JourneyWorkflow
@@ -93,6 +97,19 @@ class TidingsClient:
         self.settings = settings
         self.policy = PolicyAdmin(database, sms_help_text=catalog.policy.sms_help_text)
         """Consent, suppressions, preferences, blackouts, inbound SMS, explain."""
+        self.approvals = ApprovalAdmin(
+            database, load_directory(settings.directory_file), client=temporal
+        )
+        """Approval gates: list, show, approve, reject, request changes."""
+        self.escalations = EscalationAdmin(database, temporal)
+        """Escalations: list, show, acknowledge."""
+        self.holds = HoldAdmin(
+            database,
+            temporal=temporal,
+            journeys=set(catalog.journeys),
+            templates=set(catalog.templates),
+        )
+        """Legal holds, pauses and kill switches: set, lift, list."""
         self._clock = clock or _wall_clock
 
     @classmethod

@@ -16,7 +16,7 @@ from pydantic import JsonValue
 from tidings.activities.compose import Composed, ComposeError, ComposeRequest
 from tidings.content.files import load_library
 from tidings.content.lint import ComplianceConfig, Finding, load_compliance, review_findings
-from tidings.db import templates
+from tidings.db import approvals, templates
 from tidings.db.engine import Database
 from tidings.errors import TidingsError
 from tidings.models.events import JourneyEvent
@@ -115,8 +115,16 @@ class TemplateAdmin:
     def _review(
         self, operation: Callable[..., templates.Record], **arguments: Any
     ) -> templates.Record:
-        """One review step in its own transaction, at the current time."""
+        """One review step in its own transaction, at the current time. A template
+        under the review workflow is decided there, stage by stage, not directly."""
         with self.database.session() as session:
+            if operation in (templates.approve, templates.reject) and (
+                gate := approvals.open_review_of(session=session, template=arguments["template"])
+            ):
+                raise templates.TemplateError(
+                    f"{arguments['template']} is in the review workflow (gate {gate}): decide "
+                    f"with `tidings approvals approve|reject {gate} --as USER`"
+                )
             return operation(session=session, now=_now(), **arguments)
 
     def versions(

@@ -129,7 +129,7 @@ def test_the_shipped_rules_load_and_every_example_template_passes_them() -> None
     assert COMPLIANCE.markets == ["US", "CA", "GB", "DE", "FR"]
     assert COMPLIANCE.industries == []
     library = load_library(PACKAGE_DIR / "templates")
-    assert len(library.templates) == 10
+    assert len(library.templates) == 12
     for source in library.templates.values():
         assert review_findings(COMPLIANCE, source.stored, source.spec, "en") == []
         for locale, translation in source.translations.items():

@@ -42,7 +42,14 @@ def replace_steps(steps: str) -> str:
 
 def test_the_example_journeys_and_templates_are_valid() -> None:
     catalog = Catalog.load(EXAMPLE_JOURNEYS, EXAMPLE_TEMPLATES)
-    assert set(catalog.journeys) == {"onboarding", "cart-abandonment", "renewal", "win-back"}
+    assert set(catalog.journeys) == {
+        "onboarding",
+        "cart-abandonment",
+        "renewal",
+        "win-back",
+        "retention-offer",
+        "payment-failed",
+    }
 
 
 def test_a_valid_file_loads(tmp_path: Path) -> None:

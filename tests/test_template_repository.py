@@ -339,7 +339,7 @@ def test_a_version_goes_from_draft_through_review_to_approved_and_retired(
 ) -> None:
     welcome = library_dir / "welcome.yaml"
     first = push(database, library_dir, ANN, at(0))
-    assert len(first) == 11
+    assert len(first) == 13
     assert {(p.change, p.status) for p in first} == {("created", "draft")}
     assert pushed_as(first, "welcome") == Pushed("welcome", 1, "created", "draft")
     assert pushed_as(first, "welcome", "fr") == Pushed(
@@ -633,7 +633,7 @@ def test_the_locale_chain_picks_the_closest_translation_then_the_source(
 
 def test_the_published_examples_are_all_approved(library_dir: Path, sqlite: Database) -> None:
     pushed = publish(sqlite, library_dir)
-    assert len(pushed) == 11
+    assert len(pushed) == 13
     with sqlite.session() as session:
         assert {r.status for r in templates.versions(session=session)} == {"approved"}
         [french] = templates.translations(session=session, template="welcome")
@@ -678,7 +678,7 @@ def test_the_cli_pushes_lists_reviews_and_shows_history_and_diff(cli_templates: 
     pushed = ok("push", "--as", ANN)
     assert "created   welcome v1  draft" in pushed
     assert "created   welcome fr revision 1 (of v1)  draft" in pushed
-    assert len(pushed) == 11
+    assert len(pushed) == 13
 
     listed = ok("list")
     assert re.fullmatch(r"welcome\s+v1\s+draft\s*", _row(listed, "welcome"))
@@ -745,7 +745,7 @@ def test_the_cli_reject_needs_a_reason(cli_templates: Path) -> None:
 def test_templates_lint_passes_the_examples_and_fails_without_the_footer(
     cli_templates: Path,
 ) -> None:
-    assert ok("lint") == ["ok: 11 files pass compliance lint"]
+    assert ok("lint") == ["ok: 13 files pass compliance lint"]
     win_back = cli_templates / "win-back.yaml"
     edit(win_back, '    {% include "footer.txt" %}\n', "")
     result = cli("lint")

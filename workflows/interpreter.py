@@ -16,17 +16,27 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 from temporalio import workflow
 from temporalio.common import Priority, RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 from tidings import naming
+from tidings.activities.approvals import ApprovalDesk
 from tidings.activities.contacts import UNKNOWN_CONTACT, ContactReader
 from tidings.activities.journal import JourneyJournal
 from tidings.activities.policy import PolicyGate
 from tidings.activities.send import MessageSender
+from tidings.models.approvals import (
+    ApprovalDecision,
+    GatedMessage,
+    GateState,
+    GateStatus,
+    GateView,
+    OpenedGate,
+    OpenGateInput,
+)
 from tidings.models.contact import ContactSnapshot
 from tidings.models.events import JourneyEvent
 from tidings.models.expressions import ExpressionError, evaluate, fields_read
@@ -61,7 +71,26 @@ from tidings.models.workflow_io import (
     SendInput,
     SendResult,
 )
-from tidings.workflows import schedule
+from tidings.workflows import approval_gate, gatekeeper, schedule
+from tidings.workflows.escalation_step import Escalations, result_of
+
+
+class _GateHost:
+    """How a journey keeps its contact's gate: its own waits (exits end them, a long
+    history continues as new) and its own "where and why"."""
+
+    def __init__(self, interpreter: JourneyInterpreter, step: ApproveStep) -> None:
+        self._interpreter = interpreter
+        self._step = step
+
+    def stopped(self) -> bool:
+        return self._interpreter._exit is not None
+
+    async def wait(self, done: Callable[[], bool], until: datetime, summary: str) -> None:
+        await self._interpreter._until(done, until, f"{self._step.id}: {summary}")
+
+    def show(self, gate: GateState, text: str) -> None:
+        self._interpreter._show(self._step, f"approval:{gate.gate_id}", text, gate.deadline)
 
 
 class _HistoryIsLong(Exception):
@@ -86,6 +115,10 @@ SEND_PRIORITY_PATCH = "send-priority"
 SEND_PRIORITY = {"critical": 1, "transactional": 2, "service": 3, "marketing": 4}
 """Temporal task priority by purpose (1 runs first): when a provider's queue is
 saturated, a password reset does not wait behind a newsletter."""
+BATCH_GATE_CHECK = timedelta(minutes=5)
+"""How often a journey at a batch gate looks at it, should the gate's signal miss it."""
+APPROVAL = "approval"
+"""The kind of a Resume that marks an approval gate waiting."""
 DIGEST = "digest"
 """The kind of a Resume that marks a digest step collecting (not a held send)."""
 RECENT_EVENT_IDS = 256
@@ -105,6 +138,7 @@ class JourneyInterpreter:
         self._leaving = False
         self._recheck = False
         self._reentry_trigger: JourneyEvent | None = None
+        self._escalations = Escalations()
         self._status: tuple[str, str, datetime | None, str] = (
             "starting",
             "",
@@ -124,6 +158,7 @@ class JourneyInterpreter:
         """An event for this contact that this journey listens to."""
         if not self._remember(event):
             return
+        self._escalations.resolve(self._state, event)
         if self._exit is not None or self._leaving:
             if event.name == self._journey.trigger.event:
                 # Meant for a new entry but delivered to this ending one; see run().
@@ -225,10 +260,12 @@ class JourneyInterpreter:
                     history_event_limit=input.history_event_limit,
                 )
             )
+        await self._escalations.signalled()
         return JourneyResult(outcome=outcome, reason=reason, entry=state.entry, sends=state.sends)
 
     async def _continue_as_new(self, next_input: JourneyInput) -> NoReturn:
         await workflow.wait_condition(workflow.all_handlers_finished)
+        await self._escalations.signalled()
         if next_input.state is not None:
             next_input.state.continued += 1
         workflow.continue_as_new(next_input)
@@ -394,10 +431,164 @@ class JourneyInterpreter:
             state.digest.append(event)
 
     async def _approve(self, step: ApproveStep) -> str:
-        raise NotImplementedError("approval gates: in progress")
+        """Hold the gated send until approvers decide (Updates: `decide`), then go
+        where the outcome says."""
+        gated = self._journey.gated(step)
+        if step.approve.scope == "batch":
+            status = await self._await_batch_gate(step, gated)
+        else:
+            status = await self._keep_gate(step, gated)
+        return self._after_gate(step, status, gated)
+
+    async def _keep_gate(self, step: ApproveStep, gated: str) -> GateStatus:
+        """A gate for this contact alone, kept in this workflow."""
+        state = self._state
+        gate = state.gate if self._resume(step) is not None else None
+        if gate is None:
+            opened = await self._open_gate(step, gated, workflow.info().workflow_id)
+            gate = state.gate = GateState(
+                gate_id=opened.gate_id,
+                step_id=step.id,
+                roles=list(step.approve.roles),
+                quorum=step.approve.quorum,
+                order=step.approve.order,
+                eligible=opened.eligible,
+                opened_at=workflow.now(),
+                deadline=opened.deadline,
+            )
+            await gatekeeper.notify(gate)  # approvers may decide from here on
+        state.resume = Resume(step_id=step.id, wake_at=gate.deadline, kind=APPROVAL)
+        await gatekeeper.keep(gate, step.approve, _GateHost(self, step))
+        state.gate = None
+        return gate.status
+
+    async def _await_batch_gate(self, step: ApproveStep, gated: str) -> GateStatus:
+        """The step's one gate for every contact: wait for its workflow's decision,
+        woken by its batch signal (or, failing that, by a timer every few minutes)."""
+        resume = self._resume(step)
+        if resume is None:
+            gate_workflow = naming.batch_gate_workflow_id(
+                self._journey.name, self._journey.version, step.id
+            )
+            opened = await self._open_gate(step, gated, gate_workflow)
+            resume = Resume(
+                step_id=step.id, wake_at=opened.deadline, kind=APPROVAL, label=opened.gate_id
+            )
+        self._state.resume = resume
+        gate_id = resume.label
+        while self._exit is None:
+            self._recheck = False  # before looking: a signal during the look counts
+            status = await workflow.execute_local_activity_method(
+                ApprovalDesk.gate_status, gate_id, start_to_close_timeout=LOCAL_ACTIVITY_TIMEOUT
+            )
+            if status != "open":
+                return cast(GateStatus, status)
+            self._show(
+                step,
+                f"approval:{gate_id}",
+                f"Waiting for batch approval {gate_id} (one decision for every contact "
+                f"here), due {resume.wake_at:%Y-%m-%d %H:%M} UTC",
+                resume.wake_at,
+            )
+            await self._until(
+                lambda: self._recheck,
+                workflow.now() + BATCH_GATE_CHECK,
+                f"{step.id}: batch approval {gate_id}",
+            )
+        return "open"
+
+    async def _open_gate(self, step: ApproveStep, gated: str, decided_by: str) -> OpenedGate:
+        spec = step.approve
+        state = self._state
+        send = self._journey.step(gated)
+        assert isinstance(send, SendStep | DigestStep), "journey_problems checks it"
+        batch = spec.scope == "batch"
+        key = (
+            decided_by if batch else f"{decided_by}/{state.entry}/{step.id}/{state.visits[step.id]}"
+        )
+        opening = OpenGateInput(
+            gate_key=key,
+            scope=spec.scope,
+            workflow_id=decided_by,
+            journey=self._journey.name,
+            journey_version=self._journey.version,
+            step_id=step.id,
+            gated_step=gated,
+            contact_key=self._contact_key,
+            message=GatedMessage(
+                template=send.send.template,
+                version=send.send.version,
+                channel=send.send.channel,
+                purpose=send.send.purpose,
+                topic=send.send.topic or "general",
+            ),
+            trigger=state.trigger,
+            event=state.current_event,
+            roles=list(spec.roles),
+            extra_roles=[spec.escalate_to] if spec.escalate_to else [],
+            quorum=spec.quorum,
+            order=spec.order,
+            deadline=workflow.now() + spec.deadline,
+            now=workflow.now(),
+        )
+        if batch:
+            return await workflow.execute_activity_method(
+                ApprovalDesk.open_batch_gate,
+                args=[opening, spec],
+                start_to_close_timeout=gatekeeper.GATE_TIMEOUT,
+                retry_policy=gatekeeper.GATE_RETRY,
+                summary=f"{step.id}: open or join the batch approval gate",
+            )
+        return await workflow.execute_activity_method(
+            ApprovalDesk.open_gate,
+            opening,
+            start_to_close_timeout=gatekeeper.GATE_TIMEOUT,
+            retry_policy=gatekeeper.GATE_RETRY,
+            summary=f"{step.id}: open approval gate",
+        )
+
+    def _after_gate(self, step: ApproveStep, status: GateStatus, gated: str) -> str:
+        spec = step.approve
+        if self._exit is not None:
+            return END
+        if status == "approved":
+            return gated
+        if status in ("rejected", "changes_requested"):
+            return self._go(spec.on_reject, "exited", f"{step.id}: {status.replace('_', ' ')}")
+        if spec.on_deadline == "send":
+            return gated
+        if spec.on_deadline == "skip":
+            return self._journey.following(gated)
+        return self._go(END, "exited", f"{step.id}: no approval by the deadline")
+
+    def check_decision(self, decision: ApprovalDecision) -> None:
+        """The Update validator: a refused decision never enters the history."""
+        gate = self._state.gate
+        if gate is None or self._exit is not None or self._leaving:
+            raise ValueError(
+                f"journey {self._journey.name} for this contact has no open approval gate; "
+                "`tidings approvals list` shows the open ones"
+            )
+        if why := approval_gate.refusal(gate, decision, workflow.now()):
+            raise ValueError(why)
+
+    def decide(self, decision: ApprovalDecision) -> GateView:
+        gate = self._state.gate
+        assert gate is not None, "the validator checked it"
+        approval_gate.apply(gate, decision, workflow.now())
+        return approval_gate.view(gate)
 
     async def _escalate(self, step: EscalateStep) -> str:
-        raise NotImplementedError("escalations: in progress")
+        """Start the step's escalation (a child workflow that outlives the journey);
+        with `wait`, wait until it closes or the journey ends."""
+        handle = await self._escalations.start(self._journey, self._contact_key, self._state, step)
+        if handle is None or not step.escalate.wait:
+            return self._journey.following(step.id)
+        self._show(step, "escalation", f"Waiting for escalation `{handle.id}` to close")
+        await workflow.wait_condition(lambda: handle.done() or self._exit is not None)
+        if handle.done():
+            result_of(handle, step)
+        return self._journey.following(step.id)
 
     async def _branch(self, step: BranchStep) -> str:
         traits: set[str] = set()
@@ -429,6 +620,9 @@ class JourneyInterpreter:
         if resume is not None:
             await self._hold(step, resume.wake_at, resume.label, resume.since, resume.kind)
         while self._exit is None:
+            # Cleared before the check, not after it: a recheck signal that arrives
+            # while the policy is read (a hold lifted meanwhile) wakes the next hold.
+            self._recheck = False
             # Journeys that started before the contact policy existed replay without
             # the pre-check; the send activity checks the policy for them anyway.
             if workflow.patched(CONTACT_POLICY_PATCH):
@@ -437,6 +631,9 @@ class JourneyInterpreter:
                 decision = Decision.send({})
             if decision is None or decision.action == "skip":
                 return self._journey.following(step.id)
+            if decision.action == "end":  # a kill switch
+                self._exit = ("exited", decision.reason)
+                return END
             if decision.action == "wait":
                 assert decision.until is not None
                 since = since or workflow.now()
@@ -449,6 +646,9 @@ class JourneyInterpreter:
                 # specs that name a fallback channel reach this, so old histories replay.
                 workflow.logger.info("step %s: %s; trying %s", step.id, result.detail, fallback)
                 result = await self._send_now(step, f"{key}/{fallback}", since, fallback)
+            if result.end:  # a kill switch, found at send time
+                self._exit = ("exited", result.detail)
+                return END
             if result.status == "deferred" and result.until is not None:
                 since = since or workflow.now()
                 await self._hold(step, result.until, result.detail, since, result.kind)
@@ -502,7 +702,6 @@ class JourneyInterpreter:
             step_id=step.id, wake_at=until, label=why, since=since, kind=kind
         )
         self._show(step, f"policy:{kind}", f"Held: {why}", until)
-        self._recheck = False
         await self._until(
             lambda: self._recheck, until, f"{step.id}: held until {until:%Y-%m-%d %H:%M} UTC"
         )

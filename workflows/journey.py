@@ -11,6 +11,7 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from tidings import naming
+    from tidings.models.approvals import ApprovalDecision, GateView
     from tidings.models.events import JourneyEvent
     from tidings.models.workflow_io import JourneyInput, JourneyResult, JourneyStatus
     from tidings.workflows.interpreter import JourneyInterpreter
@@ -32,6 +33,15 @@ class JourneyWorkflow:
         """A hold was lifted or a batch approval decided: a held send checks again now.
         Sent to many journeys at once by a server-side batch operation."""
         self._interpreter.recheck()
+
+    @workflow.update(name=naming.DECIDE_UPDATE)
+    def decide(self, decision: ApprovalDecision) -> GateView:
+        """An approver approves, rejects or asks for changes at the open gate."""
+        return self._interpreter.decide(decision)
+
+    @decide.validator
+    def check_decision(self, decision: ApprovalDecision) -> None:
+        self._interpreter.check_decision(decision)
 
     @workflow.query(name=naming.STATUS_QUERY)
     def status(self) -> JourneyStatus:

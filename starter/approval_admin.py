@@ -1,0 +1,95 @@
+"""Approvers' side of approval gates: list, read, decide.
+
+Listing and reading use the database (no Temporal needed); a decision is a
+workflow Update on the journey holding the gate, so the workflow's validator
+has the last word (role, one vote per person, open gate, deadline) and a
+refused decision leaves no trace in the history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TypeVar
+
+from sqlmodel import Session
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from tidings import naming
+from tidings.db import approvals
+from tidings.db.engine import Database
+from tidings.directory import Directory
+from tidings.errors import InputError
+from tidings.models.approvals import ApprovalDecision, GateRow, GateView, Verdict
+
+T = TypeVar("T")
+
+
+class DecisionRefusedError(InputError):
+    """The gate's workflow refused the decision (its validator said why)."""
+
+
+class ApprovalAdmin:
+    def __init__(self, database: Database, directory: Directory, client: Client | None) -> None:
+        self.database = database
+        self.directory = directory
+        self._client = client
+
+    async def list(
+        self, *, role: str | None = None, user: str | None = None, status: str | None = "open"
+    ) -> list[GateRow]:
+        """Gates, soonest deadline first: those waiting on `role`, or on any of `user`'s."""
+        roles = [role] if role else None
+        if user is not None:
+            held = self.directory.user(user).roles
+            roles = [r for r in held if role is None or r == role]
+
+        def read(session: Session) -> list[GateRow]:
+            return approvals.listing(session=session, status=status, roles=roles)
+
+        return await self._read(read)
+
+    async def show(self, gate_id: str) -> GateRow:
+        return await self._read(lambda session: approvals.get(session=session, gate_id=gate_id))
+
+    async def decide(
+        self,
+        gate_id: str,
+        *,
+        user: str,
+        verdict: Verdict,
+        comment: str = "",
+        role: str | None = None,
+    ) -> GateView:
+        self.directory.user(user)  # an unknown login is refused here, with the fix
+        gate = await self.show(gate_id)
+        if self._client is None:
+            raise InputError("deciding needs a connection to Temporal")
+        decision = ApprovalDecision(
+            gate_id=gate_id, user=user, verdict=verdict, comment=comment, role=role
+        )
+        handle = self._client.get_workflow_handle(gate.workflow_id)
+        try:
+            view: GateView = await handle.execute_update(
+                naming.DECIDE_UPDATE, decision, result_type=GateView
+            )
+        except WorkflowUpdateFailedError as err:
+            cause = err.cause
+            why = cause.message if isinstance(cause, ApplicationError) else str(cause)
+            raise DecisionRefusedError(f"refused: {why}") from None
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                raise DecisionRefusedError(
+                    f"refused: the journey holding gate {gate_id} has ended; the gate is closed"
+                ) from None
+            raise
+        return view
+
+    async def _read(self, work: Callable[[Session], T]) -> T:
+        def run() -> T:
+            with self.database.session() as session:
+                return work(session)
+
+        return await asyncio.to_thread(run)
