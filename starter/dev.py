@@ -33,8 +33,10 @@ from tidings.catalog import Catalog
 from tidings.connection import connect, dynamic_config_flags, search_attribute_flags
 from tidings.db.engine import Database
 from tidings.db.templates import Pushed
+from tidings.directory import load_directory
 from tidings.errors import TidingsError
 from tidings.settings import Settings
+from tidings.starter.approval_admin import ApprovalAdmin
 from tidings.starter.ports import port_in_use
 from tidings.starter.provider_sink import create_sink_app
 from tidings.starter.service import create_app, running_service
@@ -176,7 +178,7 @@ async def run_dev(
     async with temporal_dev_server(settings, ports) as client:
         database = Database(settings.database_url)
         pushed = TemplateAdmin(database, settings).push(actor=DEV_ACTOR)
-        app = dev_app(settings, database, catalog)
+        app = dev_app(settings, database, catalog, temporal=client)
         with SmtpSink(settings.outbox_dir, port=ports.smtp) as sink:
             parts = WorkerParts(
                 client=client,
@@ -230,8 +232,12 @@ def dev_settings(settings: Settings, ports: DevPorts) -> Settings:
     )
 
 
-def dev_app(settings: Settings, database: Database, catalog: Catalog) -> FastAPI:
-    """The HTTP service, with the vendors' stand-ins mounted under /dev-providers."""
+def dev_app(
+    settings: Settings, database: Database, catalog: Catalog, *, temporal: Client | None = None
+) -> FastAPI:
+    """The HTTP service, with the vendors' stand-ins mounted under /dev-providers and
+    the approvers' web inbox (deciding needs `temporal`)."""
+    directory = load_directory(settings.directory_file)
     app = create_app(
         database=database,
         secret_key=settings.signing_key(),
@@ -239,6 +245,7 @@ def dev_app(settings: Settings, database: Database, catalog: Catalog) -> FastAPI
         sms_help_text=catalog.policy.sms_help_text,
         twilio_auth_token=settings.twilio_auth_token,
         public_url=settings.public_url,
+        approvals=ApprovalAdmin(database, directory, client=temporal),
     )
     app.mount(
         DEV_PROVIDERS_PATH,
@@ -297,6 +304,8 @@ def _banner(settings: Settings, ports: DevPorts, catalog: Catalog, pushed: list[
             "(drafts are sent in dev)",
             f"  HTTP service    http://127.0.0.1:{ports.http}  (unsubscribe links, inbox, "
             "callbacks, /docs)",
+            f"  approvals       http://127.0.0.1:{ports.http}/approvals  (sign in with "
+            "`tidings approvals link USER`)",
             f"  SMS/push/chat   stand-ins at http://127.0.0.1:{ports.http}{DEV_PROVIDERS_PATH} "
             f"(kept in {settings.provider_outbox})",
             "",

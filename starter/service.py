@@ -1,8 +1,9 @@
 """The HTTP service (`tidings serve`; `tidings dev` runs it too).
 
 It serves the in-app inbox to contacts' apps (`starter/inbox_http.py`),
-provider callbacks (`starter/callbacks_http.py`), and the unsubscribe links
-in marketing email:
+provider callbacks (`starter/callbacks_http.py`), the approvers' web inbox
+under /approvals (`starter/approver_web.py`), and the unsubscribe links in
+marketing email:
 
 - `GET /unsubscribe/{token}`: a page that offers to leave the message's
   topic or all marketing email. It shows no address or name: a forwarded
@@ -30,11 +31,15 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from uvicorn import Config, Server
 
 from tidings.catalog import load_policy
+from tidings.connection import connect
 from tidings.content.files import load_library
 from tidings.content.unsubscribe import UnsubscribeRequest, read_token
 from tidings.db.engine import Database
+from tidings.directory import load_directory
 from tidings.errors import TidingsError, UnknownContactError
 from tidings.settings import Settings
+from tidings.starter.approval_admin import ApprovalAdmin
+from tidings.starter.approver_web import approver_router
 from tidings.starter.callbacks_http import callbacks_router
 from tidings.starter.inbox_http import inbox_router
 from tidings.starter.policy_admin import PolicyAdmin
@@ -61,10 +66,14 @@ def create_app(
     twilio_auth_token: str = "",
     public_url: str = "",
     sendgrid_public_key: str = "",
+    approvals: ApprovalAdmin | None = None,
 ) -> FastAPI:
+    """`approvals`: serve the approvers' web inbox under /approvals (not mounted without)."""
     app = FastAPI(title="tidings", summary="Durable customer journeys on Temporal")
     admin = PolicyAdmin(database, sms_help_text=sms_help_text)
     app.include_router(inbox_router(database, secret_key))
+    if approvals is not None:
+        app.include_router(approver_router(approvals, secret_key=secret_key, public_url=public_url))
     app.include_router(
         callbacks_router(
             database=database,
@@ -165,6 +174,9 @@ async def serve_forever(settings: Settings, *, host: str, port: int, stop: async
     try:
         library = load_library(settings.templates_dir)
         policy = load_policy(settings.policy_file)
+        # Lazy: the service starts without Temporal; approvers' decisions connect.
+        temporal = await connect(lazy=True)
+        approvals = ApprovalAdmin(database, load_directory(settings.directory_file), temporal)
         app = create_app(
             database=database,
             secret_key=settings.signing_key(),
@@ -173,6 +185,7 @@ async def serve_forever(settings: Settings, *, host: str, port: int, stop: async
             twilio_auth_token=settings.twilio_auth_token,
             public_url=settings.public_url,
             sendgrid_public_key=settings.sendgrid_webhook_key,
+            approvals=approvals,
         )
         async with running_service(app, host=host, port=port):
             await stop.wait()
