@@ -143,6 +143,8 @@ async def start_dev_server(**kwargs: object) -> WorkflowEnvironment:
         dev_server_existing_path=find_binary("temporal"),
         search_attributes=naming.SEARCH_ATTRIBUTES,
         dev_server_extra_args=dynamic_config_flags(),
+        # The default 5 s is too short on a loaded 2-core machine.
+        dev_server_startup_timeout=timedelta(seconds=60),
         **kwargs,  # type: ignore[arg-type]
     )
 

@@ -140,7 +140,7 @@ async def test_tidings_dev_runs_the_stack_and_resumes_sleeping_journeys_after_a_
         assert await dev.stop() == 0
         assert "tidings dev stopped" in dev.output
         assert not any(port_in_use(port) for port in dev.ports.values())
-        await asyncio.sleep(4)  # the journey's timer comes due while nothing runs
+        await asyncio.sleep(10)  # the journey's timer comes due while nothing runs
 
         await dev.start()
         messages = await eventually(lambda: _two(dev))
