@@ -10,10 +10,12 @@ from typing import Annotated, TypeVar
 import typer
 
 from tidings.approver_links import TOKEN_MAX_AGE, approver_link
+from tidings.connection import connect
+from tidings.db.engine import Database
 from tidings.directory import load_directory
 from tidings.models.approvals import GateRow, GateView, Verdict
+from tidings.starter.approval_admin import ApprovalAdmin
 from tidings.starter.cli_support import DataDir, echo_json, friendly_errors, settings_for
-from tidings.starter.client import TidingsClient
 
 R = TypeVar("R")
 
@@ -38,13 +40,20 @@ def register(app: typer.Typer) -> None:
     app.add_typer(approvals_app, name="approvals")
 
 
-def _run(data_dir: DataDir, work: Callable[[TidingsClient], Awaitable[R]]) -> R:
+def _run(
+    data_dir: DataDir, work: Callable[[ApprovalAdmin], Awaitable[R]], *, deciding: bool = False
+) -> R:
+    """Reading gates needs the database only; deciding connects to Temporal too."""
+
     async def run() -> R:
-        client = await TidingsClient.connect(settings_for(data_dir))
+        settings = settings_for(data_dir)
+        client = await connect() if deciding else None
+        database = await asyncio.to_thread(Database, settings.database_url)
         try:
-            return await work(client)
+            admin = ApprovalAdmin(database, load_directory(settings.directory_file), client)
+            return await work(admin)
         finally:
-            client.close()
+            database.dispose()
 
     return asyncio.run(run())
 
@@ -62,9 +71,7 @@ def list_gates(
 ) -> None:
     """Gates waiting for a decision, soonest deadline first."""
     status = None if all_gates else "open"
-    gates = _run(
-        data_dir, lambda client: client.approvals.list(role=role, user=mine, status=status)
-    )
+    gates = _run(data_dir, lambda admin: admin.list(role=role, user=mine, status=status))
     if as_json:
         echo_json([g.model_dump(mode="json", exclude={"preview"}) for g in gates])
         return
@@ -74,17 +81,25 @@ def list_gates(
     for gate in gates:
         waiting = ", ".join(gate.pending_roles) or "-"
         typer.echo(
-            f"{gate.id}  {gate.status:<17} due {_when(gate.deadline)}  {gate.journey}/"
-            f"{gate.step_id}  {gate.channel} {gate.template}  contact {gate.contact_key}  "
+            f"{gate.id}  {gate.status:<17} due {_when(gate.deadline)}  {_subject(gate)}  "
             f"waiting on: {waiting}"
         )
+
+
+def _subject(gate: GateRow) -> str:
+    """What the gate is about: a template version in review, or a journey's message."""
+    if gate.scope == "content":
+        translation = f" ({gate.step_id} translation)" if gate.step_id else ""
+        return f"review of template {gate.template} v{gate.journey_version}{translation}"
+    who = "every contact at the step" if gate.scope == "batch" else f"contact {gate.contact_key}"
+    return f"{gate.journey}/{gate.step_id}  {gate.channel} {gate.template}  {who}"
 
 
 @approvals_app.command("show")
 @friendly_errors
 def show(gate_id: GateId, as_json: Json = False, data_dir: DataDir = None) -> None:
     """The gate, its votes, and the exact message it would let out."""
-    gate = _run(data_dir, lambda client: client.approvals.show(gate_id))
+    gate = _run(data_dir, lambda admin: admin.show(gate_id))
     if as_json:
         echo_json(gate.model_dump(mode="json"))
         return
@@ -155,9 +170,8 @@ def _decide(
 ) -> None:
     view = _run(
         data_dir,
-        lambda client: client.approvals.decide(
-            gate_id, user=user, verdict=verdict, comment=comment, role=role
-        ),
+        lambda admin: admin.decide(gate_id, user=user, verdict=verdict, comment=comment, role=role),
+        deciding=True,
     )
     typer.echo(_outcome(view))
 
@@ -172,7 +186,7 @@ def _outcome(view: GateView) -> str:
 
 def _print_gate(gate: GateRow) -> None:
     typer.echo(f"gate {gate.id}: {gate.status}, due {_when(gate.deadline)}")
-    typer.echo(f"  journey {gate.journey}, step {gate.step_id}, contact {gate.contact_key}")
+    typer.echo(f"  {_subject(gate)}")
     typer.echo(
         f"  needs: {', '.join(gate.roles)} (quorum {gate.quorum} each, {gate.order}); "
         f"waiting on: {', '.join(gate.pending_roles) or '-'}"
@@ -185,6 +199,10 @@ def _print_gate(gate: GateRow) -> None:
     preview = gate.preview
     if "error" in preview:
         typer.echo(f"  preview: {preview['error']}")
+        return
+    if gate.scope == "content":
+        typer.echo(f"  --- {'changes' if 'diff' in preview else 'text'}")
+        typer.echo(str(preview.get("diff") or preview.get("source", "")))
         return
     typer.echo(
         f"  message: {gate.channel} {gate.template} v{preview.get('version')} "

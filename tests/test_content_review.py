@@ -4,6 +4,7 @@ to draft with the comments. Reviewers decide through the same approval gates."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -13,11 +14,13 @@ from pathlib import Path
 import pytest
 from support import EXAMPLE_TEMPLATES, Stack, eventually, running_stack
 from temporalio.testing import WorkflowEnvironment
+from typer.testing import CliRunner
 
 from tidings.db import templates
 from tidings.directory import Directory, load_directory
 from tidings.models.approvals import GateRow
 from tidings.starter.approval_admin import DecisionRefusedError
+from tidings.starter.cli import app as cli
 from tidings.starter.content_review import start_review
 from tidings.starter.smtp_sink import SmtpSink
 from tidings.starter.template_admin import TemplateAdmin
@@ -115,6 +118,18 @@ async def test_a_version_passes_each_stage_in_turn_and_is_approved(review: Revie
         ["legal"],
     )
     assert "Begin by creating" in str(gate.preview["diff"])
+    env = {
+        "TIDINGS_DATABASE_URL": review.stack.settings.database_url,
+        "TIDINGS_DIRECTORY_FILE": str(review.stack.settings.directory_file),
+        "TIDINGS_DATA_DIR": str(review.stack.settings.data_dir),
+    }
+    listed = await asyncio.to_thread(CliRunner().invoke, cli, ["approvals", "list"], env=env)
+    assert "review of template welcome v2  waiting on: legal" in listed.output, listed.output
+    shown = await asyncio.to_thread(
+        CliRunner().invoke, cli, ["approvals", "show", gate.id], env=env
+    )
+    assert "--- changes" in shown.output
+    assert "+      Begin by creating your first project" in shown.output
     with pytest.raises(DecisionRefusedError, match="holds none of the roles"):
         await approvals.decide(gate.id, user="ann", verdict="approve")  # the author: four eyes
     with pytest.raises(DecisionRefusedError, match="not compliance's turn"):
@@ -170,8 +185,8 @@ async def test_a_translation_also_goes_to_its_regional_council(review: Review) -
 
     assert gate.roles == ["legal", "compliance", "pr", "council-fr"]
     for user in ("lena", "carlos", "priya"):
-        await approvals.decide(gate.id, user=user, verdict="approve")
-    assert (await approvals.show(gate.id)).pending_roles == ["council-fr"]
+        view = await approvals.decide(gate.id, user=user, verdict="approve")
+    assert view.pending_roles == ["council-fr"]
     await approvals.decide(gate.id, user="fabienne", verdict="approve")
     await settled(review, gate.id)
     assert review.status("welcome", 1, "fr").status == "approved"

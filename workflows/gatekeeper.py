@@ -42,7 +42,9 @@ async def keep(gate: GateState, spec: Approve, host: GateHost) -> None:
     those deciding first; whoever's turn comes later (the next role of a sequential
     gate, the role it escalates to) is told when it comes."""
     announced = set(approval_gate.pending_roles(gate))
-    recorded = (len(gate.votes), gate.status)  # as the database has it
+    # What the database was last told by this loop: decisions may have come in while
+    # the first notice went out, before the loop began.
+    recorded: tuple[int, str] | None = None
 
     async def save() -> None:
         nonlocal recorded
