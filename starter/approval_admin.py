@@ -13,9 +13,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from sqlmodel import Session
-from temporalio.client import Client, WorkflowUpdateFailedError
-from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.client import Client
 
 from tidings import naming
 from tidings.db import approvals
@@ -23,6 +21,7 @@ from tidings.db.engine import Database
 from tidings.directory import Directory
 from tidings.errors import InputError
 from tidings.models.approvals import ApprovalDecision, GateRow, GateView, Verdict
+from tidings.starter.updates import UpdateRefused, WorkflowClosed, run_update
 
 T = TypeVar("T")
 
@@ -70,22 +69,16 @@ class ApprovalAdmin:
         decision = ApprovalDecision(
             gate_id=gate_id, user=user, verdict=verdict, comment=comment, role=role
         )
-        handle = self._client.get_workflow_handle(gate.workflow_id)
         try:
-            view: GateView = await handle.execute_update(
-                naming.DECIDE_UPDATE, decision, result_type=GateView
+            return await run_update(
+                self._client, gate.workflow_id, naming.DECIDE_UPDATE, decision, GateView
             )
-        except WorkflowUpdateFailedError as err:
-            cause = err.cause
-            why = cause.message if isinstance(cause, ApplicationError) else str(cause)
-            raise DecisionRefusedError(f"refused: {why}") from None
-        except RPCError as err:
-            if err.status == RPCStatusCode.NOT_FOUND:
-                raise DecisionRefusedError(
-                    f"refused: the journey holding gate {gate_id} has ended; the gate is closed"
-                ) from None
-            raise
-        return view
+        except UpdateRefused as refused:
+            raise DecisionRefusedError(f"refused: {refused.reason}") from None
+        except WorkflowClosed:
+            raise DecisionRefusedError(
+                f"refused: the workflow holding gate {gate_id} has ended; the gate is closed"
+            ) from None
 
     async def _read(self, work: Callable[[Session], T]) -> T:
         def run() -> T:

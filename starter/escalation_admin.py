@@ -14,15 +14,14 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 from sqlmodel import Session
-from temporalio.client import Client, WorkflowUpdateFailedError
-from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.client import Client
 
 from tidings import naming
 from tidings.db import escalations
 from tidings.db.engine import Database
 from tidings.errors import InputError, input_error
 from tidings.models.escalations import Acknowledged, Acknowledgment, EscalationRow
+from tidings.starter.updates import UpdateRefused, WorkflowClosed, run_update
 
 T = TypeVar("T")
 
@@ -62,24 +61,18 @@ class EscalationAdmin:
         row = await self.show(reference)
         if self._client is None:
             raise InputError("acknowledging needs a connection to Temporal")
-        handle = self._client.get_workflow_handle(row.workflow_id)
         try:
-            done: Acknowledged = await handle.execute_update(
-                naming.ACKNOWLEDGE_UPDATE, ack, result_type=Acknowledged
+            return await run_update(
+                self._client, row.workflow_id, naming.ACKNOWLEDGE_UPDATE, ack, Acknowledged
             )
-        except WorkflowUpdateFailedError as err:
-            cause = err.cause
-            why = cause.message if isinstance(cause, ApplicationError) else str(cause)
-            raise AcknowledgmentRefusedError(f"refused: {why}") from None
-        except RPCError as err:
-            if err.status != RPCStatusCode.NOT_FOUND:
-                raise
+        except UpdateRefused as refused:
+            raise AcknowledgmentRefusedError(f"refused: {refused.reason}") from None
+        except WorkflowClosed:
             closed = await self.show(reference)
             raise AcknowledgmentRefusedError(
                 f"refused: escalation {closed.number} is closed ({_ending(closed)}); "
                 "nothing to acknowledge"
             ) from None
-        return done
 
     async def _read(self, work: Callable[[Session], T]) -> T:
         def run() -> T:
