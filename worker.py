@@ -170,6 +170,7 @@ async def running_workers(parts: WorkerParts) -> AsyncIterator[list[Worker]]:
         public_url=settings.public_url,
         client=parts.client,
         secret_key=settings.signing_key(),
+        chat=providers.get("chat", []),
     )
     escalations = EscalationDesk(parts.database)
     notifier = StaffNotifier(

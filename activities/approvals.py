@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import structlog
@@ -19,12 +20,14 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from tidings import naming
 from tidings.activities.channels import (
+    ChannelProvider,
     EmailProvider,
     OutgoingEmail,
+    OutgoingMessage,
     PermanentSendError,
     TransientSendError,
 )
-from tidings.activities.channels.http import classify_response, post
+from tidings.activities.channels.registry import chat_provider_for
 from tidings.activities.compose import ComposeError, Composer, ComposeRequest
 from tidings.approver_links import approver_link
 from tidings.connection import signal_waiting
@@ -57,8 +60,11 @@ class ApprovalDesk:
         public_url: str,
         client: Client | None = None,
         secret_key: str = "",
+        chat: Sequence[ChannelProvider] = (),
     ) -> None:
-        """`secret_key`: the service's; each notice's link then signs its reader in."""
+        """`secret_key`: the service's; each notice's link then signs its reader in.
+        `chat`: the chat providers that reach approvers with a chat webhook."""
+        self._chat = list(chat)
         self._client = client
         self._db = db
         self._composer = composer
@@ -172,7 +178,7 @@ class ApprovalDesk:
         sent = 0
         for user in reminder.users:
             member = self._directory.users.get(user)
-            if member is None or not (member.email or member.chat):
+            if member is None or not (member.email or (member.chat and self._chat)):
                 log.warning("approver unreachable", gate_id=gate.id, user=user)
                 continue
             with self._db.session() as session:
@@ -213,12 +219,18 @@ class ApprovalDesk:
                             message_id=f"<approval-{gate.id}-{user}-{reminder.round}@tidings>",
                         )
                     )
-                if member.chat:
-                    response = post(
-                        "approvals", member.chat, timeout_seconds=10, json_body={"text": text}
+                if member.chat and self._chat:
+                    # Through the chat providers, as escalation notices go: Slack's or
+                    # Teams' own format, and their allow-list for the person's webhook.
+                    chat_provider_for(member.chat, self._chat).send(
+                        OutgoingMessage(
+                            channel="chat",
+                            to=member.chat,
+                            contact_key=gate.contact_key,
+                            parts={"text": text},
+                            delivery_id=f"approval-{gate.id}-{user}-{reminder.round}",
+                        )
                     )
-                    if problem := classify_response("approvals", response):
-                        raise problem
             except (TransientSendError, PermanentSendError):
                 with self._db.session() as session:
                     approvals.release_notice(

@@ -31,7 +31,7 @@ from tidings.activities.channels import (
     PermanentSendError,
     TransientSendError,
 )
-from tidings.activities.channels.http import url_allowed
+from tidings.activities.channels.registry import chat_provider_for
 from tidings.activities.compose import Composed, ComposeError, Composer, ComposeRequest
 from tidings.db import escalations
 from tidings.db.engine import Database
@@ -173,7 +173,7 @@ class StaffNotifier:
                 provider = self._email.name
                 provider_id = self._email.send(self._email_for(input, composed, address, notice.id))
             else:
-                chat = self._chat_provider(address)
+                chat = chat_provider_for(address, self._chat)
                 provider = chat.name
                 provider_id = chat.send(
                     OutgoingMessage(
@@ -248,15 +248,6 @@ class StaffNotifier:
             message_id=_message_id(notice_id, self._sender),
             headers={ESCALATION_HEADER: str(input.number)},
         )
-
-    def _chat_provider(self, url: str) -> ChannelProvider:
-        """The chat provider whose allow-list admits the person's webhook (else the
-        first, which refuses it with a message naming the setting)."""
-        for provider in self._chat:
-            hosts = getattr(getattr(provider, "config", None), "allowed_hosts", ())
-            if url_allowed(url, hosts):
-                return provider
-        return self._chat[0]
 
     def _finish(
         self, notice_id: str, status: str, *, error: str, provider: str | None = None

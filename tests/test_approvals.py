@@ -29,6 +29,9 @@ from tidings.models.events import JourneyEvent
 from tidings.models.workflow_io import JourneyStatus
 from tidings.starter.approval_admin import DecisionRefusedError
 from tidings.starter.cli import app as cli
+from tidings.starter.ports import free_port
+from tidings.starter.provider_sink import create_sink_app, read_records
+from tidings.starter.service import running_service
 from tidings.starter.smtp_sink import SmtpSink
 from tidings.workflows import approval_gate
 
@@ -333,6 +336,50 @@ async def test_a_batch_gate_takes_one_decision_for_every_contact(
     assert (late.outcome, late.sends) == ("completed", 1)
     assert all(len(customer_mail(stack, k)) == 1 for k in [*keys, "batch-d"])
     assert len(approver_mail(stack, "lena")) == 1  # one gate, one notice
+
+
+async def test_an_approver_with_a_chat_webhook_is_told_through_the_chat_provider(
+    time_skipping: WorkflowEnvironment, smtp: SmtpSink, tmp_path: Path, contact_key: str
+) -> None:
+    """Teams' own wire format (an Adaptive Card, which Teams insists on) and its allow-list,
+    as escalation notices use: not a raw JSON POST."""
+    records = tmp_path / "vendors.jsonl"
+    async with running_service(create_sink_app(records), host="127.0.0.1", port=free_port()) as url:
+        journeys = tmp_path / "journeys"
+        journeys.mkdir()
+        (journeys / "offer.yaml").write_text(
+            JOURNEY.replace("{APPROVE}", "{roles: [legal], deadline: 1d}")
+        )
+        directory = tmp_path / "directory.yaml"
+        directory.write_text(
+            "users:\n"
+            f"  lena: {{name: Lena, roles: [legal], email: lena@acme.example, "
+            f"chat: '{url}/teams/lena'}}\n"
+        )
+        async with running_stack(
+            time_skipping,
+            data_dir=tmp_path / "data",
+            smtp=smtp,
+            journeys_dir=journeys,
+            templates_dir=EXAMPLE_TEMPLATES,
+            extra_settings={
+                "directory_file": directory,
+                "chat_providers": ["teams"],
+                "teams_webhook_url": f"{url}/teams/team",
+                "teams_allowed_hosts": ["127.0.0.1"],
+            },
+        ) as stack:
+            gate = await open_gate(stack, contact_key)
+
+            async def told() -> list[dict[str, Any]]:
+                return read_records(records, channel="chat")
+
+            [message] = await eventually(told)
+
+    assert (message["provider"], message["to"]) == ("teams", "lena")
+    assert message["parts"]["text"].startswith("Approval needed: offer / sign-off")
+    assert f"/approvals/{gate.id}" in message["parts"]["text"]
+    assert len(approver_mail(stack, "lena")) == 1  # and by email, as before
 
 
 def test_the_rules_refuse_decisions_after_the_deadline() -> None:

@@ -6,10 +6,11 @@ configured fails its sends with a message that says so (no silent drops).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from tidings.activities.channels import ChannelProvider, EmailProvider
 from tidings.activities.channels.fcm import FcmConfig, FcmPush
+from tidings.activities.channels.http import url_allowed
 from tidings.activities.channels.inbox import InboxProvider
 from tidings.activities.channels.sendgrid import SendGridConfig, SendGridEmail
 from tidings.activities.channels.slack import SlackConfig, SlackWebhook
@@ -117,3 +118,13 @@ def email_fallbacks(settings: Settings) -> list[EmailProvider]:
     if not settings.sendgrid_api_key:
         return []
     return [SendGridEmail(SendGridConfig(settings.sendgrid_api_key, settings.sendgrid_base_url))]
+
+
+def chat_provider_for(url: str, providers: Sequence[ChannelProvider]) -> ChannelProvider:
+    """The chat provider (Slack or Teams, with its wire format) whose allow-list admits
+    a person's own webhook URL; else the first, which refuses it naming the setting."""
+    for provider in providers:
+        hosts = getattr(getattr(provider, "config", None), "allowed_hosts", ())
+        if url_allowed(url, hosts):
+            return provider
+    return providers[0]
