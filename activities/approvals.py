@@ -208,6 +208,7 @@ class ApprovalDesk:
                 f"Review the message and decide: {link}\n"
                 f"or: tidings approvals show {gate.id}\n"
             )
+            handed_over = False
             try:
                 if member.email:
                     self._email.send(
@@ -219,6 +220,7 @@ class ApprovalDesk:
                             message_id=f"<approval-{gate.id}-{user}-{reminder.round}@tidings>",
                         )
                     )
+                    handed_over = True
                 if member.chat and self._chat:
                     # Through the chat providers, as escalation notices go: Slack's or
                     # Teams' own format, and their allow-list for the person's webhook.
@@ -231,12 +233,18 @@ class ApprovalDesk:
                             delivery_id=f"approval-{gate.id}-{user}-{reminder.round}",
                         )
                     )
-            except (TransientSendError, PermanentSendError):
-                with self._db.session() as session:
-                    approvals.release_notice(
-                        session=session, gate_id=gate.id, user=user, round=reminder.round
+            except (TransientSendError, PermanentSendError) as err:
+                if handed_over:
+                    # The email went out: a retry must not send it again for the chat's sake.
+                    log.warning(
+                        "approver told by email only", gate_id=gate.id, user=user, error=str(err)
                     )
-                raise
+                else:
+                    with self._db.session() as session:
+                        approvals.release_notice(
+                            session=session, gate_id=gate.id, user=user, round=reminder.round
+                        )
+                    raise
             sent += 1
         return sent
 

@@ -355,6 +355,9 @@ async def test_an_approver_with_a_chat_webhook_is_told_through_the_chat_provider
             "users:\n"
             f"  lena: {{name: Lena, roles: [legal], email: lena@acme.example, "
             f"chat: '{url}/teams/lena'}}\n"
+            # Reached by email; her chat webhook is on a host the allow-list refuses.
+            f"  lee: {{name: Lee, roles: [legal], email: lee@acme.example, "
+            f"chat: '{url.replace('127.0.0.1', 'localhost')}/teams/lee'}}\n"
         )
         async with running_stack(
             time_skipping,
@@ -375,11 +378,16 @@ async def test_an_approver_with_a_chat_webhook_is_told_through_the_chat_provider
                 return read_records(records, channel="chat")
 
             [message] = await eventually(told)
+            # Once the journey is done, every attempt at the notice has run.
+            await stack.client.approvals.decide(gate.id, user="lena", verdict="approve")
+            await stack.result("offer", contact_key)
 
     assert (message["provider"], message["to"]) == ("teams", "lena")
     assert message["parts"]["text"].startswith("Approval needed: offer / sign-off")
     assert f"/approvals/{gate.id}" in message["parts"]["text"]
     assert len(approver_mail(stack, "lena")) == 1  # and by email, as before
+    # The refused chat does not make a retry send lee's email again.
+    assert len(approver_mail(stack, "lee")) == 1
 
 
 def test_the_rules_refuse_decisions_after_the_deadline() -> None:
