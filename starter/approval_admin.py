@@ -8,10 +8,6 @@ refused decision leaves no trace in the history.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
-from typing import TypeVar
-
 from sqlmodel import Session
 from temporalio.client import Client
 
@@ -22,8 +18,6 @@ from tidings.directory import Directory
 from tidings.errors import InputError
 from tidings.models.approvals import ApprovalDecision, GateRow, GateView, Verdict
 from tidings.starter.updates import UpdateRefused, WorkflowClosed, run_update
-
-T = TypeVar("T")
 
 
 class DecisionRefusedError(InputError):
@@ -48,10 +42,12 @@ class ApprovalAdmin:
         def read(session: Session) -> list[GateRow]:
             return approvals.listing(session=session, status=status, roles=roles)
 
-        return await self._read(read)
+        return await self.database.run(read)
 
     async def show(self, gate_id: str) -> GateRow:
-        return await self._read(lambda session: approvals.get(session=session, gate_id=gate_id))
+        return await self.database.run(
+            lambda session: approvals.get(session=session, gate_id=gate_id)
+        )
 
     async def decide(
         self,
@@ -79,10 +75,3 @@ class ApprovalAdmin:
             raise DecisionRefusedError(
                 f"refused: the workflow holding gate {gate_id} has ended; the gate is closed"
             ) from None
-
-    async def _read(self, work: Callable[[Session], T]) -> T:
-        def run() -> T:
-            with self.database.session() as session:
-                return work(session)
-
-        return await asyncio.to_thread(run)

@@ -67,8 +67,7 @@ async def start_review(
             f"the review of {template} could not start ({err}); it is a draft again: "
             "submit it once Temporal is reachable"
         ) from err
-    with database.session() as session:
-        return approvals.get(session=session, gate_id=gate.gate_id)
+    return await database.run(lambda session: approvals.get(session=session, gate_id=gate.gate_id))
 
 
 def _undo(database: Database, gate: GateState, content: ContentRef, why: str) -> None:

@@ -8,10 +8,6 @@ trace in the history.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
-from typing import TypeVar
-
 from pydantic import ValidationError
 from sqlmodel import Session
 from temporalio.client import Client
@@ -22,8 +18,6 @@ from tidings.db.engine import Database
 from tidings.errors import InputError, input_error
 from tidings.models.escalations import Acknowledged, Acknowledgment, EscalationRow
 from tidings.starter.updates import UpdateRefused, WorkflowClosed, run_update
-
-T = TypeVar("T")
 
 
 class AcknowledgmentRefusedError(InputError):
@@ -37,7 +31,7 @@ class EscalationAdmin:
 
     async def list(self, *, open_only: bool = False) -> list[EscalationRow]:
         """Escalations with each tier's outcome, newest first."""
-        return await self._read(
+        return await self.database.run(
             lambda session: escalations.rows(session=session, open_only=open_only)
         )
 
@@ -53,7 +47,7 @@ class EscalationAdmin:
                 )
             return escalations.as_row(session=session, record=record)
 
-        return await self._read(read)
+        return await self.database.run(read)
 
     async def acknowledge(self, reference: str, *, user: str, comment: str = "") -> Acknowledged:
         """Acknowledge as `user`: the escalation stops; refused with the reason otherwise."""
@@ -73,13 +67,6 @@ class EscalationAdmin:
                 f"refused: escalation {closed.number} is closed ({_ending(closed)}); "
                 "nothing to acknowledge"
             ) from None
-
-    async def _read(self, work: Callable[[Session], T]) -> T:
-        def run() -> T:
-            with self.database.session() as session:
-                return work(session)
-
-        return await asyncio.to_thread(run)
 
 
 def acknowledgment(user: str, comment: str = "") -> Acknowledgment:
