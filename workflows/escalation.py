@@ -272,4 +272,5 @@ class EscalationWorkflow:
                 now=workflow.now(),
             ),
             start_to_close_timeout=RECORD_TIMEOUT,
+            summary=f"record escalation: {self._status}, tier {self._current}",
         )

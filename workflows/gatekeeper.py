@@ -100,6 +100,7 @@ async def record(gate: GateState) -> None:
         ApprovalDesk.record_gate,
         GateUpdate(gate=gate, now=workflow.now()),
         start_to_close_timeout=LOCAL_ACTIVITY_TIMEOUT,
+        summary=f"{gate.step_id}: record gate {gate.gate_id} ({gate.status})",
     )
 
 

@@ -210,6 +210,7 @@ class JourneyInterpreter:
                     now=workflow.now(),
                 ),
                 start_to_close_timeout=LOCAL_ACTIVITY_TIMEOUT,
+                summary=f"enter {self._journey.name} v{self._journey.version}",
             )
             if not admission.admitted:
                 workflow.set_current_details(f"Not admitted: {admission.reason}")
@@ -247,6 +248,7 @@ class JourneyInterpreter:
                 now=workflow.now(),
             ),
             start_to_close_timeout=LOCAL_ACTIVITY_TIMEOUT,
+            summary=f"exit: {outcome}",
         )
         if self._reentry_trigger is not None:
             # The trigger came while this entry ended: the client saw a running
@@ -479,7 +481,10 @@ class JourneyInterpreter:
         while self._exit is None:
             self._recheck = False  # before looking: a signal during the look counts
             status = await workflow.execute_local_activity_method(
-                ApprovalDesk.gate_status, gate_id, start_to_close_timeout=LOCAL_ACTIVITY_TIMEOUT
+                ApprovalDesk.gate_status,
+                gate_id,
+                start_to_close_timeout=LOCAL_ACTIVITY_TIMEOUT,
+                summary=f"{step.id}: is batch gate {gate_id} decided?",
             )
             if status != "open":
                 return cast(GateStatus, status)
@@ -682,6 +687,7 @@ class JourneyInterpreter:
                     waiting_since=since,
                 ),
                 start_to_close_timeout=LOCAL_ACTIVITY_TIMEOUT,
+                summary=f"{step.id}: policy check, {spec.channel} {spec.purpose}",
             )
         except ActivityError as err:
             if _is_unknown_contact(err):
@@ -765,6 +771,7 @@ class JourneyInterpreter:
                 ContactReader.load_contact,
                 LoadContactInput(contact_key=self._contact_key, traits=traits),
                 start_to_close_timeout=LOCAL_ACTIVITY_TIMEOUT,
+                summary=f"load contact: {', '.join(traits) or 'no traits'}",
             )
         except ActivityError as err:
             if _is_unknown_contact(err):
