@@ -1,4 +1,5 @@
-"""The one way tidings connects to Temporal: envconfig, pydantic payloads, search attributes."""
+"""The one way tidings connects to Temporal: envconfig, pydantic payloads (encrypted with
+the configured keys, see tidings.codec), search attributes."""
 
 from __future__ import annotations
 
@@ -14,25 +15,34 @@ from temporalio.api.operatorservice.v1 import (
 from temporalio.api.workflowservice.v1 import StartBatchOperationRequest
 from temporalio.client import Client
 from temporalio.common import SearchAttributeIndexedValueType
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
+from temporalio.runtime import Runtime
 
 from tidings import naming
+from tidings.codec import data_converter
 from tidings.errors import TidingsError
+from tidings.settings import Settings
+from tidings.telemetry import tracing_interceptors
 
 DEFAULT_ADDRESS = "localhost:7233"
 
 
 async def connect(
+    settings: Settings | None = None,
     *,
     address: str | None = None,
     namespace: str | None = None,
     profile: str | None = None,
     lazy: bool = False,
+    runtime: Runtime | None = None,
 ) -> Client:
     """Connect as Temporal's envconfig says (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
     TEMPORAL_API_KEY, TLS settings, temporal.toml profiles); arguments win.
-    `lazy`: connect on the first call instead (a service that starts without Temporal)."""
+    Payloads are encrypted with `settings`' keys (default: from the environment).
+    `lazy`: connect on the first call instead (a service that starts without Temporal).
+    `runtime`: where the SDK's metrics go (a worker's Prometheus endpoint, telemetry.py);
+    traces go where the OTEL_* variables say."""
+    converter = data_converter(settings or Settings())
     config: dict[str, Any] = dict(ClientConfig.load_client_connect_config(profile=profile))
     if address:
         config["target_host"] = address
@@ -40,7 +50,13 @@ async def connect(
         config["namespace"] = namespace
     config.setdefault("target_host", DEFAULT_ADDRESS)
     try:
-        return await Client.connect(**config, data_converter=pydantic_data_converter, lazy=lazy)
+        return await Client.connect(
+            **config,
+            data_converter=converter,
+            lazy=lazy,
+            runtime=runtime,
+            interceptors=tracing_interceptors(),
+        )
     except RuntimeError as err:
         raise TidingsError(
             f"cannot reach Temporal at {config['target_host']}: {err}. Start `tidings dev`, "
@@ -103,15 +119,15 @@ def dynamic_config_flags() -> list[str]:
 
 
 def create_commands(namespace: str = "default") -> list[str]:
-    """The CLI commands that register the search attributes on a cluster (one per type)."""
-    by_type: dict[str, list[str]] = {}
-    for key in naming.SEARCH_ATTRIBUTES:
-        by_type.setdefault(_TYPE_NAMES[key.indexed_value_type], []).append(key.name)
-    return [
-        f"temporal operator search-attribute create --namespace {namespace} --type {kind} "
-        + " ".join(f"--name {name}" for name in names)
-        for kind, names in by_type.items()
-    ]
+    """The CLI command that registers the search attributes on a cluster.
+
+    Every `--name` needs its own `--type`: the CLI pairs them by position and
+    registers only as many names as it is given types."""
+    pairs = (
+        f"--name {key.name} --type {_TYPE_NAMES[key.indexed_value_type]}"
+        for key in naming.SEARCH_ATTRIBUTES
+    )
+    return [f"temporal operator search-attribute create --namespace {namespace} " + " ".join(pairs)]
 
 
 async def signal_waiting(client: Client, waiting_for: str, *, reason: str) -> str:

@@ -47,6 +47,16 @@ def journey_workflow_id(journey: str, contact_key: str) -> str:
     return f"journey/{journey}/{contact_key}"
 
 
+def contact_key_of(workflow_id: str) -> str | None:
+    """The contact a journey or escalation workflow is about, from its id (log fields)."""
+    parts = workflow_id.split("/")
+    if parts[0] == "escalation":
+        parts = parts[1:]
+    if len(parts) >= 3 and parts[0] == "journey":
+        return parts[2]
+    return None
+
+
 def escalation_workflow_id(journey_workflow_id: str, entry: int, step_id: str, visit: int) -> str:
     """One escalation per journey entry and step (a step visited again gets `/<visit>`)."""
     base = f"escalation/{journey_workflow_id}/{entry}/{step_id}"

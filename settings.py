@@ -8,6 +8,8 @@ envconfig in `tidings.connection`, not here.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import os
 import secrets
 from pathlib import Path
@@ -15,6 +17,7 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tidings.errors import TidingsError
 from tidings.models.contact import TimeZoneName
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -58,6 +61,11 @@ class Settings(BaseSettings):
     )
     http_host: str = "127.0.0.1"
     http_port: int = 8080
+    metrics_bind: str = Field(
+        default="",
+        description="host:port where the worker serves Prometheus metrics (/metrics): "
+        "tidings' own and the Temporal SDK's. Empty: no endpoint.",
+    )
     default_timezone: TimeZoneName = Field(
         default="UTC", description="Time zone of contacts that have none."
     )
@@ -129,14 +137,37 @@ class Settings(BaseSettings):
         description="A journey continues as new once its history has this many events.",
     )
 
+    # Payload encryption (tidings.codec) and the codec server the Temporal UI
+    # decodes through (starter/codec_http.py).
+    payload_keys: str = Field(
+        default="",
+        description="`id:base64key` pairs separated by commas: the first encrypts payloads, "
+        "all decrypt. Empty: the data dir's dev key if `tidings dev` made one, else "
+        "payloads are stored unencrypted.",
+    )
+    codec_tokens: list[str] = Field(
+        default=[],
+        description="Bearer tokens of the operators the codec server decodes payloads for.",
+    )
+    codec_cors_origins: list[str] = Field(
+        default=[],
+        description="Origins of the Temporal UI that may call the codec server from a browser.",
+    )
+    codec_allow_loopback_ui: bool = Field(
+        default=False,
+        description="Decode for a listed UI origin calling from this machine without a token "
+        "(`tidings dev` only: anyone on the machine could then decode).",
+    )
+
     @model_validator(mode="after")
     def _default_database(self) -> Settings:
         if not self.database_url:
             self.database_url = f"sqlite:///{(self.data_dir / 'tidings.db').resolve()}"
         return self
 
-    def signing_key(self) -> str:
-        """The configured secret, or one generated once and kept in the data dir.
+    def signing_key(self, *, create: bool = True) -> str:
+        """The configured secret, or one generated once and kept in the data dir
+        (`create=False`: never make one up, for commands that check old signatures).
 
         Links signed with it must keep working for years: changing it breaks
         every unsubscribe link already sent.
@@ -144,6 +175,11 @@ class Settings(BaseSettings):
         if self.secret_key:
             return self.secret_key
         path = self.data_dir / "secret.key"
+        if not path.exists() and not create:
+            raise TidingsError(
+                f"no secret key: TIDINGS_SECRET_KEY is not set and {path} does not exist; "
+                "use the workers' secret (set TIDINGS_SECRET_KEY, or --data-dir for theirs)"
+            )
         if not path.exists():
             self.data_dir.mkdir(parents=True, exist_ok=True)
             with contextlib.suppress(FileExistsError):
@@ -151,6 +187,14 @@ class Settings(BaseSettings):
                 with os.fdopen(descriptor, "w") as handle:
                     handle.write(secrets.token_urlsafe(32))
         return path.read_text().strip()
+
+    def audit_key(self, *, create: bool = True) -> bytes:
+        """Seals the audit log's hash chains; derived from `signing_key()`, so it is not
+        in the database (database access alone cannot forge a chain) and knowing it
+        tells nothing about the key that signs links. A changed secret makes
+        `tidings audit verify` report every record sealed before the change."""
+        secret = self.signing_key(create=create)
+        return hmac.new(secret.encode(), b"tidings-audit-chain", hashlib.sha256).digest()
 
     def dispatch_rate(self, channel: str) -> float | None:
         """Sends per second a channel's queue dispatches at, or None when unlimited."""

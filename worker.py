@@ -34,6 +34,7 @@ from tidings.activities.journal import JourneyJournal
 from tidings.activities.policy import PolicyGate
 from tidings.activities.send import MessageSender
 from tidings.catalog import Catalog
+from tidings.codec import key_ring
 from tidings.connection import connect, create_commands, missing_search_attributes
 from tidings.content.files import Brand
 from tidings.content.lint import load_compliance
@@ -41,8 +42,9 @@ from tidings.content.lookups import LookupClient
 from tidings.db.engine import Database
 from tidings.directory import load_directory
 from tidings.errors import TidingsError
-from tidings.logs import configure_logging
+from tidings.logs import ActivityLogContext, configure_logging
 from tidings.settings import Settings
+from tidings.telemetry import worker_metrics
 from tidings.workflows.approval import ApprovalGateWorkflow
 from tidings.workflows.escalation import EscalationWorkflow
 from tidings.workflows.journey import JourneyWorkflow
@@ -181,6 +183,7 @@ async def running_workers(parts: WorkerParts) -> AsyncIterator[list[Worker]]:
         sender=settings.email_from,
         chat=providers.get("chat", []),
     )
+    log_context = [ActivityLogContext()]
     workers = [
         Worker(
             parts.client,
@@ -203,6 +206,7 @@ async def running_workers(parts: WorkerParts) -> AsyncIterator[list[Worker]]:
             activity_executor=bookkeeping,
             max_concurrent_local_activities=LOCAL_ACTIVITY_THREADS,
             workflow_runner=sandbox_runner(),
+            interceptors=log_context,
         ),
         Worker(
             parts.client,
@@ -210,6 +214,7 @@ async def running_workers(parts: WorkerParts) -> AsyncIterator[list[Worker]]:
             activities=[sender.send_email, notifier.notify_staff],
             activity_executor=sending,
             max_concurrent_activities=SEND_THREADS,
+            interceptors=log_context,
             **rate_limits(settings, "email"),
         ),
         # A queue per channel: a cluster can cap each provider's rate on the server
@@ -226,6 +231,7 @@ async def running_workers(parts: WorkerParts) -> AsyncIterator[list[Worker]]:
                 ],
                 activity_executor=pool,
                 max_concurrent_activities=CHANNEL_THREADS,
+                interceptors=log_context,
                 **rate_limits(settings, channel),
             )
             for channel, pool in channel_pools.items()
@@ -268,6 +274,21 @@ async def serve(parts: WorkerParts, stop: asyncio.Event) -> None:
     log.info("worker stopped")
 
 
+def payload_key_warning(settings: Settings) -> str | None:
+    """What a worker warns about at start: payloads kept in clear, or the dev key in use."""
+    if key_ring(settings) is None:
+        return (
+            "payloads are stored unencrypted: the Temporal server holds contacts' traits and "
+            "event properties in clear; set TIDINGS_PAYLOAD_KEYS (README: Payload encryption)"
+        )
+    if not settings.payload_keys:
+        return (
+            f"payloads are encrypted with the dev key `tidings dev` keeps in {settings.data_dir}; "
+            "on a cluster set TIDINGS_PAYLOAD_KEYS, the same for every worker and service"
+        )
+    return None
+
+
 async def main() -> None:
     settings = Settings()
     configure_logging(pretty=sys.stderr.isatty())
@@ -283,20 +304,23 @@ async def main() -> None:
             "the data dir; give every worker and the HTTP service the same key",
             data_dir=str(settings.data_dir),
         )
-    client = await connect()
-    await check_search_attributes(client)
-    parts = WorkerParts(
-        client=client,
-        settings=settings,
-        catalog=catalog,
-        database=Database(settings.database_url),
-        email_provider=smtp_provider(settings),
-    )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    await serve(parts, stop)
+    if (warning := payload_key_warning(settings)) is not None:
+        log.warning(warning)
+    async with worker_metrics(settings.metrics_bind) as runtime:
+        client = await connect(settings, runtime=runtime)
+        await check_search_attributes(client)
+        parts = WorkerParts(
+            client=client,
+            settings=settings,
+            catalog=catalog,
+            database=Database.for_settings(settings),
+            email_provider=smtp_provider(settings),
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await serve(parts, stop)
 
 
 def run() -> None:

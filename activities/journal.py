@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from temporalio import activity
 
+from tidings.activities import metrics
 from tidings.db import journey_runs
 from tidings.db.engine import Database
 from tidings.models.workflow_io import EnterJourneyInput, EnterJourneyResult, ExitJourneyInput
@@ -27,6 +28,7 @@ class JourneyJournal:
                 reentry=input.reentry,
                 now=input.now,
             )
+        metrics.record_entry(input.journey, admission.admitted)
         return EnterJourneyResult(
             admitted=admission.admitted, entry=admission.entry, reason=admission.reason
         )
@@ -43,3 +45,4 @@ class JourneyJournal:
                 reason=input.reason,
                 now=input.now,
             )
+        metrics.record_exit(input.journey, input.outcome)

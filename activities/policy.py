@@ -5,6 +5,7 @@ from __future__ import annotations
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from tidings.activities import metrics
 from tidings.activities.contacts import UNKNOWN_CONTACT
 from tidings.db import audit, deliveries
 from tidings.db.engine import Database
@@ -49,6 +50,7 @@ class PolicyGate:
             except UnknownContactError as err:
                 raise ApplicationError(str(err), type=UNKNOWN_CONTACT, non_retryable=True) from err
             decision = decide(facts)
+            metrics.record_decision("plan", decision.action, decision.kind, input.channel)
             if decision.action in ("skip", "end"):
                 deliveries.record(
                     session=session,

@@ -30,7 +30,13 @@ from tidings.activities.channels import (
     TransientSendError,
 )
 from tidings.activities.compose import Composed, ComposeError, Composer, ComposeRequest
-from tidings.activities.send_metrics import ErrorClass, Outcome, record_send
+from tidings.activities.metrics import (
+    ErrorClass,
+    Outcome,
+    record_decision,
+    record_lag,
+    record_send,
+)
 from tidings.db import audit, deliveries, delivery_events, suppressions
 from tidings.db.engine import Database
 from tidings.db.policy_facts import load_facts
@@ -40,6 +46,7 @@ from tidings.models.tables import Delivery
 from tidings.models.workflow_io import SendInput, SendResult, SendStatus
 from tidings.policy.engine import decide
 from tidings.policy.holds import KILLED
+from tidings.telemetry import tracer
 
 log = structlog.get_logger(__name__)
 P = TypeVar("P", EmailProvider, ChannelProvider)
@@ -179,11 +186,16 @@ class MessageSender:
                 )
         if claim.verdict == "done":
             return _result(claim.delivery)
+        evidence = audit.content_digest(composed.parts)
         if channel == "email":
             email = self._email(composed, claim.delivery, input.idempotency_key)
             mailer, switching = self._pick(self._email_providers)
             return self._hand_over(
-                claim.delivery, mailer.name, lambda: mailer.send(email), switching=switching
+                claim.delivery,
+                mailer.name,
+                lambda: mailer.send(email),
+                switching=switching,
+                evidence=evidence,
             )
         provider, switching = self._pick(self._providers[channel])
         message = OutgoingMessage(
@@ -195,7 +207,11 @@ class MessageSender:
             status_callback=self._status_callbacks.get(provider.name),
         )
         return self._hand_over(
-            claim.delivery, provider.name, lambda: provider.send(message), switching=switching
+            claim.delivery,
+            provider.name,
+            lambda: provider.send(message),
+            switching=switching,
+            evidence=evidence,
         )
 
     def _pick(self, providers: Sequence[P]) -> tuple[P, bool]:
@@ -246,6 +262,7 @@ class MessageSender:
                 reason="the contact no longer exists",
             )
         decision = decide(facts)
+        record_decision("send", decision.action, decision.kind, input.channel)
         audit.record_decision(
             session=session,
             contact_key=input.contact_key,
@@ -259,9 +276,10 @@ class MessageSender:
 
     @staticmethod
     def _settle(session: Session, new: deliveries.NewDelivery, status: str, why: str) -> SendResult:
-        return _result(
-            deliveries.record(session=session, new=new, status=status, error=why, now=_now())
-        )
+        now = _now()
+        delivery = deliveries.record(session=session, new=new, status=status, error=why, now=now)
+        audit.record_send(session=session, delivery=delivery, status=delivery.status, at=now)
+        return _result(delivery)
 
     def _hand_over(
         self,
@@ -270,7 +288,10 @@ class MessageSender:
         send: Callable[[], str],
         *,
         switching: bool = False,
+        evidence: str,
     ) -> SendResult:
+        """Call the provider and settle the delivery; `evidence` is the message's
+        digest for the audit log (`audit.content_digest`)."""
         bound = log.bind(
             delivery_id=delivery.id,
             journey=delivery.journey,
@@ -282,10 +303,20 @@ class MessageSender:
 
         def measured(outcome: Outcome, error_class: ErrorClass | None = None) -> None:
             seconds = time.monotonic() - started
-            record_send(delivery.channel, provider, outcome, seconds, error_class)
+            record_send(
+                delivery.channel, provider, outcome, seconds, error_class, purpose=delivery.purpose
+            )
 
         try:
-            provider_id = send()
+            with tracer(__name__).start_as_current_span(
+                "tidings.provider.send",
+                attributes={
+                    "tidings.channel": delivery.channel,
+                    "tidings.provider": provider,
+                    "tidings.delivery_id": delivery.id,
+                },
+            ):
+                provider_id = send()
         except TransientSendError as err:
             last = _is_last_attempt()
             measured("failed" if last else "deferred", "transient")
@@ -294,6 +325,7 @@ class MessageSender:
                 deliveries.FAILED if last else deliveries.DEFERRED,
                 str(err),
                 provider,
+                evidence,
                 reported=("gave up", None) if last else None,
             )
             bound.warning("send deferred", error=str(err), last_attempt=last, switching=switching)
@@ -311,6 +343,7 @@ class MessageSender:
                 deliveries.FAILED,
                 f"{provider}: {err}",
                 provider,
+                evidence,
                 reported=(err.code or "rejected", err.code),
             )
             if err.suppress is not None and delivery.to_address:
@@ -324,10 +357,12 @@ class MessageSender:
             )
         except AmbiguousSendError as err:
             measured("uncertain", "ambiguous")
-            self._finish(delivery, deliveries.UNCERTAIN, str(err), provider)
+            self._finish(delivery, deliveries.UNCERTAIN, str(err), provider, evidence)
             bound.error("send uncertain", error=str(err))
             return SendResult(delivery_id=delivery.id, status="uncertain", detail=str(err))
         measured("sent")
+        due = delivery.scheduled_at
+        record_lag(delivery.channel, delivery.purpose, (_now() - due).total_seconds())
         with self._db.session() as session:
             deliveries.finish(
                 session=session,
@@ -338,6 +373,14 @@ class MessageSender:
                 now=_now(),
             )
             _report(session, delivery, provider, "sent", "accepted", None)
+            audit.record_send(
+                session=session,
+                delivery=delivery,
+                status=deliveries.SENT,
+                at=_now(),
+                provider=provider,
+                content_sha256=evidence,
+            )
         bound.info("sent")
         return SendResult(delivery_id=delivery.id, status="sent")
 
@@ -359,10 +402,13 @@ class MessageSender:
         status: str,
         error: str,
         provider: str,
+        evidence: str,
         *,
         reported: tuple[str, str | None] | None = None,
     ) -> None:
-        """Settle the attempt; `reported` (the vendor's word and code) goes in its history."""
+        """Settle the attempt; `reported` (the vendor's word and code) goes in its history.
+        The audit log gets the outcome and the vendor's code, not its words (a bounce
+        message may quote the address)."""
         with self._db.session() as session:
             deliveries.finish(
                 session=session,
@@ -374,6 +420,15 @@ class MessageSender:
             )
             if reported is not None:
                 _report(session, delivery, provider, "failed", *reported)
+            audit.record_send(
+                session=session,
+                delivery=delivery,
+                status=status,
+                at=_now(),
+                provider=provider,
+                content_sha256=evidence,
+                error_code=reported[1] if reported is not None else None,
+            )
 
 
 def _report(

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from tidings.db import audit
 from tidings.errors import InputError
 from tidings.models.approvals import ContentRef, GateRow, GateState, OpenGateInput, Vote
 from tidings.models.tables import ApprovalGateRecord, ApprovalNotice
@@ -115,11 +116,18 @@ def open_review_of(*, session: Session, template: str) -> str | None:
 
 
 def record_state(*, session: Session, gate: GateState, now: datetime) -> None:
-    """Copy the workflow's view of the gate (votes, status, deadline, roles)."""
+    """Copy the workflow's view of the gate (votes, status, deadline, roles); votes,
+    an escalation and the outcome that are new to the copy go in the audit log."""
     record = session.get(ApprovalGateRecord, gate.gate_id)
     if record is None:
         raise UnknownGateError(gate.gate_id)
-    record.votes = [vote.model_dump(mode="json") for vote in gate.votes]
+    votes = [vote.model_dump(mode="json") for vote in gate.votes]
+    new_votes = [
+        vote for vote, saved in zip(gate.votes, votes, strict=True) if saved not in record.votes
+    ]
+    escalated = record.status == OPEN and record.roles != gate.roles
+    decided = record.status == OPEN and gate.status != OPEN
+    record.votes = votes
     record.status = gate.status
     record.roles = list(gate.roles)
     record.deadline = gate.deadline
@@ -127,6 +135,12 @@ def record_state(*, session: Session, gate: GateState, now: datetime) -> None:
     if gate.status != OPEN and record.decided_at is None:
         record.decided_at = now
     session.add(record)
+    for vote in new_votes:
+        audit.record_vote(session=session, gate=record, vote=vote)
+    if escalated:
+        audit.record_gate(session=session, gate=record, event="escalated", at=now)
+    if decided:
+        audit.record_gate(session=session, gate=record, event=gate.status, at=now)
 
 
 def status_of(*, session: Session, gate_id: str) -> str:

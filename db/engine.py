@@ -8,15 +8,19 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel
 
+from tidings.db.audit_chain import AUDIT_KEY_INFO, install_append_only
 from tidings.errors import TidingsError
 from tidings.models.tables import SCHEMA_VERSION, SchemaInfo
+
+if TYPE_CHECKING:
+    from tidings.settings import Settings
 
 T = TypeVar("T")
 
@@ -65,7 +69,9 @@ def _create_or_check_schema(engine: Engine) -> None:
                 "migrations before its first release"
             )
         return
-    SQLModel.metadata.create_all(engine)
+    with engine.begin() as connection:
+        SQLModel.metadata.create_all(connection)
+        install_append_only(connection)
     with Session(engine) as session, contextlib.suppress(IntegrityError):
         # Another process creating the same database at the same moment wrote it first.
         session.add(SchemaInfo(version=SCHEMA_VERSION))
@@ -91,10 +97,18 @@ def _tune_sqlite(engine: Engine) -> None:
 
 
 class Database:
-    """The app database: an engine plus short transactional sessions."""
+    """The app database: an engine plus short transactional sessions.
 
-    def __init__(self, url: str, *, create_tables: bool = True) -> None:
+    `audit_key` (`Settings.audit_key()`) seals the audit log's records: its
+    sessions carry it, and code that records a decision needs it. Without it
+    the database reads everything but refuses to append to the audit log.
+    """
+
+    def __init__(
+        self, url: str, *, create_tables: bool = True, audit_key: bytes | None = None
+    ) -> None:
         self.url = normalize_url(url)
+        self.audit_key = audit_key
         self.engine = make_engine(self.url, create_tables=create_tables)
         # SQLite lets one writer in at a time, and its busy handler sleeps in
         # growing steps (up to 100 ms) while it waits; threads of one process
@@ -104,13 +118,24 @@ class Database:
             threading.Lock() if self.engine.dialect.name == "sqlite" else contextlib.nullcontext()
         )
 
+    @classmethod
+    def for_settings(cls, settings: Settings, *, create_tables: bool = True) -> Database:
+        """The configured database, with the audit key: what records decisions uses."""
+        return cls(
+            settings.database_url, create_tables=create_tables, audit_key=settings.audit_key()
+        )
+
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A session whose work is committed on success and rolled back on error.
 
         Keep sessions short: on SQLite a session is a write transaction.
         """
-        with self._sqlite_turn, Session(self.engine, expire_on_commit=False) as session:
+        info = {AUDIT_KEY_INFO: self.audit_key} if self.audit_key else {}
+        with (
+            self._sqlite_turn,
+            Session(self.engine, expire_on_commit=False, info=info) as session,
+        ):
             try:
                 yield session
                 session.commit()

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from sqlmodel import Session, col, select
 
+from tidings.db import audit
 from tidings.models.journey import Reentry
 from tidings.models.primitives import format_duration
 from tidings.models.tables import JourneyRun
@@ -59,13 +60,22 @@ def admit(
     reentry: Reentry,
     now: datetime,
 ) -> Admission:
-    """Record a new entry if the reentry policy allows it; idempotent per run id."""
+    """Record a new entry if the reentry policy allows it; idempotent per run id.
+    Entries, refusals and the closing of an entry left open go in the audit log."""
     same_run = session.exec(select(JourneyRun).where(JourneyRun.run_id == run_id)).first()
     if same_run is not None:
         return Admission(True, same_run.entry)
     previous = latest_entry(session=session, journey=journey, contact_key=contact_key)
     refusal = reentry_refusal(previous=previous, reentry=reentry, now=now)
     if refusal is not None:
+        audit.record_refusal(
+            session=session,
+            journey=journey,
+            version=version,
+            contact_key=contact_key,
+            reason=refusal,
+            at=now,
+        )
         return Admission(False, reason=refusal)
     if previous is not None and previous.exited_at is None:
         # Temporal runs one workflow per id, so the earlier entry is over even
@@ -74,18 +84,19 @@ def admit(
         previous.outcome = "abandoned"
         previous.reason = "closed without recording an exit"
         session.add(previous)
+        audit.record_exit(session=session, run=previous)
     entry = (previous.entry + 1) if previous else 1
-    session.add(
-        JourneyRun(
-            journey=journey,
-            contact_key=contact_key,
-            entry=entry,
-            version=version,
-            workflow_id=workflow_id,
-            run_id=run_id,
-            entered_at=now,
-        )
+    run = JourneyRun(
+        journey=journey,
+        contact_key=contact_key,
+        entry=entry,
+        version=version,
+        workflow_id=workflow_id,
+        run_id=run_id,
+        entered_at=now,
     )
+    session.add(run)
+    audit.record_entry(session=session, run=run)
     return Admission(True, entry)
 
 
@@ -111,6 +122,7 @@ def record_exit(
         run.outcome = outcome
         run.reason = reason[:500]
         session.add(run)
+        audit.record_exit(session=session, run=run)
 
 
 def active_runs(*, session: Session, contact_key: str) -> list[JourneyRun]:

@@ -38,10 +38,10 @@ def _json() -> Any:
     return Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """Raise with every change to these tables; a database of another version is refused.
-5: holds, approval gates and decisions, escalations. 4: the in-app inbox,
-deliveries.provider, delivery_events."""
+6: the audit log's hash chains. 5: holds, approval gates and decisions, escalations.
+4: the in-app inbox, deliveries.provider, delivery_events."""
 
 
 class SchemaInfo(SQLModel, table=True):
@@ -243,18 +243,32 @@ class HoldRecord(SQLModel, table=True):
 
 
 class AuditRecord(SQLModel, table=True):
-    """Every policy decision, with the rule that made it and its inputs."""
+    """Every decision (entry, exit, policy check, content, send, approval, hold), with
+    the rule that made it and its inputs. Append-only (triggers refuse UPDATE and
+    DELETE) and hash-chained per contact: see `tidings.db.audit_chain`."""
 
     __tablename__ = "audit_log"
-    __table_args__ = (Index("ix_audit_contact_time", "contact_key", "at"),)
+    __table_args__ = (
+        Index("ix_audit_contact_time", "contact_key", "at"),
+        Index("ix_audit_time", "at"),
+        # One chain per contact ("" for system-wide records): two appends racing
+        # for the same place cannot both commit, so a chain never forks.
+        UniqueConstraint("contact_key", "seq", name="uq_audit_chain_seq"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     at: datetime = _time()
     contact_key: str = Field(max_length=128)
+    """The chain the record belongs to: the contact's, or "" (holds, batch gates,
+    template reviews)."""
+    seq: int
+    """1-based place in the chain."""
+    prev_hash: str = Field(max_length=64)
+    hash: str = Field(max_length=64)
     journey: str | None = Field(default=None, max_length=64)
     step_id: str | None = Field(default=None, max_length=64)
     kind: str = Field(max_length=16)
-    action: str = Field(max_length=16)
+    action: str = Field(max_length=24)
     rule: str = Field(max_length=200)
     detail: str = Field(default="", max_length=1000)
     data: dict[str, Any] = _json()
@@ -328,7 +342,11 @@ class InboxMessage(SQLModel, table=True):
     """
 
     __tablename__ = "inbox_messages"
-    __table_args__ = (Index("ix_inbox_contact_time", "contact_key", "created_at"),)
+    # Expiry is swept by time across all contacts (`tidings inbox purge`).
+    __table_args__ = (
+        Index("ix_inbox_contact_time", "contact_key", "created_at"),
+        Index("ix_inbox_expires", "expires_at"),
+    )
 
     id: str = Field(primary_key=True, max_length=32)
     contact_key: str = Field(max_length=128)

@@ -11,11 +11,13 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from tidings.catalog import Catalog, validate_files
+from tidings.connection import connect
 from tidings.content.files import load_library
 from tidings.logs import configure_logging
 from tidings.settings import Settings
 from tidings.starter import (
     cli_approvals,
+    cli_audit,
     cli_bounces,
     cli_escalations,
     cli_holds,
@@ -34,6 +36,7 @@ from tidings.starter.cli_support import (
 from tidings.starter.client import TidingsClient
 from tidings.starter.dev import DevPorts, run_dev
 from tidings.starter.outbox import read_email_outbox, read_provider_outbox
+from tidings.starter.replay import ReplayReport, replay_live
 
 app = typer.Typer(
     name="tidings",
@@ -51,6 +54,7 @@ cli_report.register(app)
 cli_bounces.register(app)
 cli_holds.register(app)
 cli_approvals.register(app)
+cli_audit.register(app)
 cli_escalations.register(app)
 
 R = TypeVar("R")
@@ -77,11 +81,16 @@ def dev(
     http_port: Annotated[
         int, typer.Option(help="Port of the HTTP service (unsubscribe links).")
     ] = 8080,
+    metrics_port: Annotated[
+        int, typer.Option(help="Port of the worker's Prometheus endpoint (/metrics).")
+    ] = 9464,
 ) -> None:
     """Run Temporal, a local SMTP server, the database and the worker, in the foreground."""
     settings = settings_for(data_dir)
     configure_logging(pretty=True)
-    ports = DevPorts(temporal=temporal_port, ui=ui_port, smtp=smtp_port, http=http_port)
+    ports = DevPorts(
+        temporal=temporal_port, ui=ui_port, smtp=smtp_port, http=http_port, metrics=metrics_port
+    )
     _run_until_signal(lambda stop: run_dev(settings, ports, stop, announce=typer.echo))
     typer.echo("tidings dev stopped")
 
@@ -234,6 +243,36 @@ def outbox(
             f"{message.received_at:%Y-%m-%d %H:%M:%S}  {message.channel:5}  "
             f"{message.to:30}  {message.subject}"
         )
+
+
+@app.command()
+@friendly_errors
+def replay(
+    query: Annotated[
+        str,
+        typer.Option(help="A visibility query, e.g. 'Journey=\"onboarding\"'; empty: all."),
+    ] = 'ExecutionStatus="Running"',
+    limit: Annotated[int, typer.Option(help="Replay at most this many histories.")] = 100,
+    data_dir: DataDir = None,
+) -> None:
+    """Replay live histories from the server with this code: run it before a deploy.
+
+    Exits 1 when any history would fail with this code (a nondeterministic
+    change not guarded by workflow.patched)."""
+    settings = settings_for(data_dir)
+
+    async def run() -> ReplayReport:
+        return await replay_live(await connect(settings), query, limit)
+
+    report = asyncio.run(run())
+    for workflow_id, run_id, error in report.failures:
+        typer.echo(f"FAILS  {workflow_id} (run {run_id}): {error}")
+    typer.echo(
+        f"replayed {report.replayed} histories: {report.replayed - len(report.failures)} ok, "
+        f"{len(report.failures)} would fail with this code"
+    )
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 @journeys_app.command("validate")

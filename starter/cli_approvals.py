@@ -47,7 +47,7 @@ def _run(
 
     async def run() -> R:
         settings = settings_for(data_dir)
-        client = await connect() if deciding else None
+        client = await connect(settings) if deciding else None
         database = await asyncio.to_thread(Database, settings.database_url)
         try:
             admin = ApprovalAdmin(database, load_directory(settings.directory_file), client)

@@ -76,7 +76,7 @@ def acknowledge(
         # A malformed login or an unknown escalation is refused before connecting.
         acknowledgment(user, comment)
         await admin.show(escalation)
-        connected = EscalationAdmin(admin.database, await connect())
+        connected = EscalationAdmin(admin.database, await connect(settings_for(data_dir)))
         return await connected.acknowledge(escalation, user=user, comment=comment)
 
     done = _run(data_dir, work)

@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
 
 def _admin(settings: Settings, work: Callable[[HoldAdmin], Awaitable[R]]) -> R:
     async def run() -> R:
-        database = await asyncio.to_thread(Database, settings.database_url)
+        database = await asyncio.to_thread(Database.for_settings, settings)
         try:
             # Scopes naming a journey or template are checked against the files; a
             # broken file must not stop a legal hold, so then names go unchecked.

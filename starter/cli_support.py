@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
@@ -76,6 +76,22 @@ def parse_duration_option(option: str, value: str) -> timedelta:
     except ValidationError as err:
         reason = err.errors()[0]["msg"].removeprefix("Value error, ")
         raise InputError(f"{option} {value!r}: {reason}") from None
+
+
+def parse_moment_option(option: str, value: str, *, now: datetime) -> datetime:
+    """A moment given as a duration back from `now` (24h, 7d) or as an ISO date or
+    time (UTC unless it names an offset)."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        try:
+            return now - parse_duration_option(option, value)
+        except InputError:
+            raise InputError(
+                f"{option} {value!r}: expected a duration back from now (90m, 24h, 7d) "
+                "or an ISO date or time (2026-11-23, 2026-11-23T12:00Z)"
+            ) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def echo_json(value: Any) -> None:

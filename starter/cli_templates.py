@@ -169,7 +169,7 @@ def submit(
 async def _submit_for_review(
     settings: Settings, name: str, version: int | None, locale: str | None, actor: str
 ) -> GateRow:
-    client = await connect()  # before anything is written: no review without Temporal
+    client = await connect(settings)  # before anything is written: no review without Temporal
     database = Database(settings.database_url)
     try:
         directory = load_directory(settings.directory_file)

@@ -47,6 +47,7 @@ from tidings.starter.escalation_admin import EscalationAdmin
 from tidings.starter.hold_admin import HoldAdmin
 from tidings.starter.policy_admin import PolicyAdmin
 from tidings.starter.routing import RoutePlan, check_properties, needs_contact, plan_routes
+from tidings.telemetry import tracer
 from tidings.workflows.journey import JourneyWorkflow
 
 T = TypeVar("T")
@@ -119,9 +120,9 @@ class TidingsClient:
         """Connect with settings from the environment (and Temporal's envconfig)."""
         settings = settings or Settings()
         catalog = Catalog.from_settings(settings)
-        database = await asyncio.to_thread(Database, settings.database_url)
+        database = await asyncio.to_thread(Database.for_settings, settings)
         return cls(
-            temporal=temporal or await connect(),
+            temporal=temporal or await connect(settings),
             database=database,
             catalog=catalog,
             settings=settings,
@@ -173,6 +174,24 @@ class TidingsClient:
         occurred_at: datetime | None = None,
     ) -> TrackResult:
         """Record an event and route it to the journeys it starts or wakes."""
+        # The trace an operator follows from here to the provider call: the
+        # starts and signals below carry it into the journeys' workflows.
+        with tracer(__name__).start_as_current_span(
+            "tidings.track", attributes={"tidings.event": event}
+        ):
+            return await self._track(
+                key, event, properties, event_id=event_id, occurred_at=occurred_at
+            )
+
+    async def _track(
+        self,
+        key: str,
+        event: str,
+        properties: dict[str, JsonValue] | None,
+        *,
+        event_id: str | None,
+        occurred_at: datetime | None,
+    ) -> TrackResult:
         try:
             tracked = TrackEvent(
                 contact_key=key,

@@ -27,9 +27,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
 from temporalio.client import Client
+from temporalio.runtime import Runtime
 
 from tidings.activities.channels.smtp import SmtpConfig, SmtpProvider
 from tidings.catalog import Catalog
+from tidings.codec import dev_key_path, ensure_dev_key
 from tidings.connection import connect, dynamic_config_flags, search_attribute_flags
 from tidings.db.engine import Database
 from tidings.db.templates import Pushed
@@ -37,11 +39,13 @@ from tidings.directory import load_directory
 from tidings.errors import TidingsError
 from tidings.settings import Settings
 from tidings.starter.approval_admin import ApprovalAdmin
+from tidings.starter.codec_http import CODEC_PATH, CodecAccess
 from tidings.starter.ports import port_in_use
 from tidings.starter.provider_sink import create_sink_app
 from tidings.starter.service import create_app, running_service
 from tidings.starter.smtp_sink import SmtpSink
 from tidings.starter.template_admin import TemplateAdmin
+from tidings.telemetry import worker_metrics
 from tidings.worker import WorkerParts, serve
 
 STARTUP_TIMEOUT_SECONDS = 60
@@ -56,6 +60,7 @@ class DevPorts:
     ui: int = 8233
     smtp: int = 1025
     http: int = 8080
+    metrics: int = 9464
 
 
 def find_binary(name: str) -> str:
@@ -85,6 +90,9 @@ def temporal_command(settings: Settings, ports: DevPorts) -> list[str]:
         str(ports.temporal),
         "--ui-port",
         str(ports.ui),
+        # The UI decodes encrypted payloads through the HTTP service's codec server.
+        "--ui-codec-endpoint",
+        f"http://127.0.0.1:{ports.http}{CODEC_PATH}",
         "--db-filename",
         str(data_dir / "temporal.db"),
         "--sqlite-pragma",
@@ -99,8 +107,11 @@ def temporal_command(settings: Settings, ports: DevPorts) -> list[str]:
 
 
 @asynccontextmanager
-async def temporal_dev_server(settings: Settings, ports: DevPorts) -> AsyncIterator[Client]:
-    """Run the Temporal dev server as a child process; yield a connected client."""
+async def temporal_dev_server(
+    settings: Settings, ports: DevPorts, *, runtime: Runtime | None = None
+) -> AsyncIterator[Client]:
+    """Run the Temporal dev server as a child process; yield a client connected with
+    `runtime` (where the SDK's metrics go)."""
     for name, port in (("Temporal", ports.temporal), ("Temporal UI", ports.ui)):
         if port_in_use(port):
             raise TidingsError(
@@ -120,20 +131,28 @@ async def temporal_dev_server(settings: Settings, ports: DevPorts) -> AsyncItera
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
     try:
-        client = await _wait_for_server(process, f"127.0.0.1:{ports.temporal}", log_path)
+        client = await _wait_for_server(
+            process, f"127.0.0.1:{ports.temporal}", log_path, settings, runtime
+        )
         yield client
     finally:
         _stop(process)
 
 
-async def _wait_for_server(process: subprocess.Popen[bytes], address: str, log: Path) -> Client:
+async def _wait_for_server(
+    process: subprocess.Popen[bytes],
+    address: str,
+    log: Path,
+    settings: Settings,
+    runtime: Runtime | None,
+) -> Client:
     deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
     while True:
         if process.poll() is not None:
             tail = log.read_text(errors="replace")[-2000:]
             raise TidingsError(f"the Temporal dev server exited at start; its log says:\n{tail}")
         try:
-            return await connect(address=address, namespace="default")
+            return await connect(settings, address=address, namespace="default", runtime=runtime)
         except TidingsError:
             if time.monotonic() > deadline:
                 raise
@@ -175,8 +194,11 @@ async def run_dev(
                 f"port {port} for {name} is in use; stop what holds it or choose another "
                 "(tidings dev --help lists the port options)"
             )
-    async with temporal_dev_server(settings, ports) as client:
-        database = Database(settings.database_url)
+    async with (
+        worker_metrics(settings.metrics_bind) as runtime,
+        temporal_dev_server(settings, ports, runtime=runtime) as client,
+    ):
+        database = Database.for_settings(settings)
         pushed = TemplateAdmin(database, settings).push(actor=DEV_ACTOR)
         app = dev_app(settings, database, catalog, temporal=client)
         with SmtpSink(settings.outbox_dir, port=ports.smtp) as sink:
@@ -198,12 +220,17 @@ DEV_PROVIDERS_PATH = "/dev-providers"
 
 
 def dev_settings(settings: Settings, ports: DevPorts) -> Settings:
-    """Drafts are sent, and every channel's providers point at the local stand-ins."""
+    """Drafts are sent, every channel's providers point at the local stand-ins, and
+    payloads are encrypted (with a key kept in the data dir unless keys are configured)
+    and decoded for the local UI."""
     base = f"http://127.0.0.1:{ports.http}"
     sink = base + DEV_PROVIDERS_PATH
+    if not settings.payload_keys:
+        ensure_dev_key(settings.data_dir)
     return settings.model_copy(
         update={
             "send_drafts": True,
+            "metrics_bind": settings.metrics_bind or f"127.0.0.1:{ports.metrics}",
             "public_url": base,
             "twilio_account_sid": "AC" + "0" * 32,
             "twilio_auth_token": "dev-auth-token",
@@ -228,8 +255,17 @@ def dev_settings(settings: Settings, ports: DevPorts) -> Settings:
             "slack_allowed_hosts": [*settings.slack_allowed_hosts, "127.0.0.1"],
             "teams_allowed_hosts": [*settings.teams_allowed_hosts, "127.0.0.1"],
             "webhook_allowed_hosts": [*settings.webhook_allowed_hosts, "127.0.0.1"],
+            # The dev UI has no login to pass a token from; its origins, calling from
+            # this machine, may decode (see starter/codec_http.py for why dev only).
+            "codec_cors_origins": [*settings.codec_cors_origins, *ui_origins(ports)],
+            "codec_allow_loopback_ui": True,
         }
     )
+
+
+def ui_origins(ports: DevPorts) -> list[str]:
+    """Where a browser shows the dev UI: the banner's localhost, or the address it binds."""
+    return [f"http://{host}:{ports.ui}" for host in ("localhost", "127.0.0.1")]
 
 
 def dev_app(
@@ -246,6 +282,7 @@ def dev_app(
         twilio_auth_token=settings.twilio_auth_token,
         public_url=settings.public_url,
         approvals=ApprovalAdmin(database, directory, client=temporal),
+        codec=CodecAccess.from_settings(settings),
     )
     app.mount(
         DEV_PROVIDERS_PATH,
@@ -290,6 +327,11 @@ def _banner(settings: Settings, ports: DevPorts, catalog: Catalog, pushed: list[
     if settings.data_dir != Path(".tidings"):
         env += f"TIDINGS_DATA_DIR={settings.data_dir} "
     journeys = ", ".join(f"{j.name} v{j.version}" for j in catalog.journeys.values())
+    keys = (
+        "TIDINGS_PAYLOAD_KEYS"
+        if settings.payload_keys
+        else f"the key in {dev_key_path(settings.data_dir)}"
+    )
     changed = sum(1 for p in pushed if p.change != "unchanged")
     return "\n".join(
         [
@@ -306,8 +348,12 @@ def _banner(settings: Settings, ports: DevPorts, catalog: Catalog, pushed: list[
             "callbacks, /docs)",
             f"  approvals       http://127.0.0.1:{ports.http}/approvals  (sign in with "
             "`tidings approvals link USER`)",
+            f"  metrics         http://{settings.metrics_bind}/metrics  (Prometheus: tidings' "
+            "and the Temporal SDK's)",
             f"  SMS/push/chat   stand-ins at http://127.0.0.1:{ports.http}{DEV_PROVIDERS_PATH} "
             f"(kept in {settings.provider_outbox})",
+            f"  payloads        encrypted ({keys}); the UI decodes them through "
+            f"http://127.0.0.1:{ports.http}{CODEC_PATH}",
             "",
             "Try it in another terminal:",
             f"  {env}tidings identify ada --email ada@example.com --timezone Europe/London "

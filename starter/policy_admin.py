@@ -357,11 +357,21 @@ def _journey_lines(session: Session, key: str) -> list[TimelineEntry]:
     return lines
 
 
+_SHOWN_ELSEWHERE = frozenset({"journey", "send"})
+"""Audit kinds the timeline takes from journey runs and deliveries (with more detail)."""
+
+
 def _decision_lines(session: Session, key: str) -> list[TimelineEntry]:
     lines = []
     for record in audit.for_contact(session=session, contact_key=key):
+        if record.kind in _SHOWN_ELSEWHERE:
+            continue
         if record.kind == "content":
             what = f"content {record.rule}: {record.detail}"
+        elif record.kind == "approval":
+            what = f"approval {record.rule}: {record.action} by {record.detail}"
+        elif record.kind == "gate":
+            what = f"approval {record.rule}: {record.action}"
         else:
             stage = record.kind.removeprefix("policy:")
             verdict = "allowed" if record.action == "send" else record.action

@@ -2,8 +2,9 @@
 
 It serves the in-app inbox to contacts' apps (`starter/inbox_http.py`),
 provider callbacks (`starter/callbacks_http.py`), the approvers' web inbox
-under /approvals (`starter/approver_web.py`), and the unsubscribe links in
-marketing email:
+under /approvals (`starter/approver_web.py`), the codec server the Temporal
+UI decodes payloads through under /codec (`starter/codec_http.py`), and the
+unsubscribe links in marketing email:
 
 - `GET /unsubscribe/{token}`: a page that offers to leave the message's
   topic or all marketing email. It shows no address or name: a forwarded
@@ -41,6 +42,7 @@ from tidings.settings import Settings
 from tidings.starter.approval_admin import ApprovalAdmin
 from tidings.starter.approver_web import approver_router
 from tidings.starter.callbacks_http import callbacks_router
+from tidings.starter.codec_http import CODEC_PATH, CodecAccess, codec_app
 from tidings.starter.inbox_http import inbox_router
 from tidings.starter.policy_admin import PolicyAdmin
 from tidings.starter.ports import port_in_use
@@ -67,9 +69,12 @@ def create_app(
     public_url: str = "",
     sendgrid_public_key: str = "",
     approvals: ApprovalAdmin | None = None,
+    codec: CodecAccess | None = None,
 ) -> FastAPI:
-    """`approvals`: serve the approvers' web inbox under /approvals (not mounted without)."""
+    """`approvals`: serve the approvers' web inbox under /approvals (not mounted without).
+    `codec`: the codec server's keys and callers (without, /codec answers that it is off)."""
     app = FastAPI(title="tidings", summary="Durable customer journeys on Temporal")
+    app.mount(CODEC_PATH, codec_app(codec or CodecAccess()))
     admin = PolicyAdmin(database, sms_help_text=sms_help_text)
     app.include_router(inbox_router(database, secret_key))
     if approvals is not None:
@@ -175,7 +180,7 @@ async def serve_forever(settings: Settings, *, host: str, port: int, stop: async
         library = load_library(settings.templates_dir)
         policy = load_policy(settings.policy_file)
         # Lazy: the service starts without Temporal; approvers' decisions connect.
-        temporal = await connect(lazy=True)
+        temporal = await connect(settings, lazy=True)
         approvals = ApprovalAdmin(database, load_directory(settings.directory_file), temporal)
         app = create_app(
             database=database,
@@ -186,6 +191,7 @@ async def serve_forever(settings: Settings, *, host: str, port: int, stop: async
             public_url=settings.public_url,
             sendgrid_public_key=settings.sendgrid_webhook_key,
             approvals=approvals,
+            codec=CodecAccess.from_settings(settings),
         )
         async with running_service(app, host=host, port=port):
             await stop.wait()

@@ -44,6 +44,9 @@ T = TypeVar("T")
 
 EXAMPLE_JOURNEYS = PACKAGE_DIR / "journeys"
 EXAMPLE_TEMPLATES = PACKAGE_DIR / "templates"
+AUDIT_KEY = b"tidings-tests-audit-key"
+"""Seals the audit log of databases tests open themselves (a service derives its key
+from its secret: `Database.for_settings`)."""
 AUTHOR = "ann.author@acme.example"
 REVIEWER = "rob.reviewer@acme.example"
 
@@ -230,7 +233,10 @@ async def running_stack(
     history_event_limit: int = 2_000,
     publish_templates: bool = True,
     extra_settings: dict[str, Any] | None = None,
+    temporal: Client | None = None,
 ) -> AsyncIterator[Stack]:
+    """`temporal`: a client of `env`'s server with options of its own (interceptors)."""
+    temporal = temporal or env.client
     settings = Settings(
         data_dir=data_dir,
         database_url=database_url,
@@ -241,18 +247,18 @@ async def running_stack(
         **(extra_settings or {}),
     )
     catalog = Catalog.from_settings(settings)
-    database = Database(settings.database_url)
+    database = Database.for_settings(settings)
     if publish_templates:
         publish(database, templates_dir)
     parts = WorkerParts(
-        client=env.client,
+        client=temporal,
         settings=settings,
         catalog=catalog,
         database=database,
         email_provider=SmtpProvider(SmtpConfig(host=smtp.host, port=smtp.port, timeout_seconds=5)),
     )
     client = TidingsClient(
-        temporal=env.client,
+        temporal=temporal,
         database=database,
         catalog=catalog,
         settings=settings,
@@ -263,6 +269,15 @@ async def running_stack(
             yield Stack(env, client, smtp, database, settings)
     finally:
         database.dispose()
+
+
+async def run_onboarding(stack: Stack, contact_key: str) -> None:
+    """The onboarding journey from sign-up to its end: three emails sent."""
+    await stack.client.identify(contact_key, jurisdiction="US", emails=["pg@example.com"])
+    await stack.client.track(contact_key, "signed_up")
+    result = await stack.result("onboarding", contact_key)
+    assert (result.outcome, result.sends) == ("completed", 3)
+    assert [d.status for d in stack.deliveries()] == ["sent"] * 3
 
 
 async def eventually(

@@ -15,6 +15,7 @@ import pytest
 from pydantic import JsonValue
 from sqlmodel import select
 from support import (
+    AUDIT_KEY,
     AUTHOR,
     EXAMPLE_TEMPLATES,
     activity_env,
@@ -52,7 +53,7 @@ SECRET = "test-secret"
 
 @pytest.fixture
 def database(tmp_path: Path) -> Iterator[Database]:
-    db = Database(f"sqlite:///{tmp_path / 'app.db'}")
+    db = Database(f"sqlite:///{tmp_path / 'app.db'}", audit_key=AUDIT_KEY)
     with db.session() as session:
         for key, email, locale, jurisdiction in (
             ("us-1", "ann@example.com", None, "US"),

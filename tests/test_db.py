@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import create_engine, text
-from support import Stack, running_stack
+from support import AUDIT_KEY, run_onboarding, running_stack
 from temporalio.testing import WorkflowEnvironment
 
 from tidings.db import contacts, deliveries, events, journey_runs
@@ -29,7 +29,7 @@ NOW = datetime(2026, 11, 23, 12, 30, tzinfo=UTC)
 
 @pytest.fixture
 def db(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
+    database = Database(database_url, audit_key=AUDIT_KEY)
     yield database
     database.dispose()
 
@@ -219,14 +219,6 @@ async def test_a_journey_runs_end_to_end_on_postgresql(
         time_skipping, data_dir=tmp_path, smtp=smtp, database_url=postgres_url
     ) as stack:
         await run_onboarding(stack, contact_key)
-
-
-async def run_onboarding(stack: Stack, contact_key: str) -> None:
-    await stack.client.identify(contact_key, jurisdiction="US", emails=["pg@example.com"])
-    await stack.client.track(contact_key, "signed_up")
-    result = await stack.result("onboarding", contact_key)
-    assert (result.outcome, result.sends) == ("completed", 3)
-    assert [d.status for d in stack.deliveries()] == ["sent"] * 3
 
 
 def test_a_database_made_by_another_version_is_refused_with_the_fix(tmp_path: Path) -> None:

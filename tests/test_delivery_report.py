@@ -19,8 +19,8 @@ from opentelemetry.sdk.metrics.export import (
 )
 from typer.testing import CliRunner
 
-from tidings.activities import send_metrics
-from tidings.activities.send_metrics import record_send, use_meter_provider
+from tidings.activities import metrics
+from tidings.activities.metrics import record_send, use_meter_provider
 from tidings.db.delivery_report import ProviderFigures, percentile, report
 from tidings.db.engine import Database
 from tidings.errors import InputError
@@ -347,7 +347,7 @@ def points(reader: InMemoryMetricReader, name: str) -> dict[frozenset[tuple[str,
     found: dict[frozenset[tuple[str, str]], object] = {}
     for resource in data.resource_metrics:
         for scope in resource.scope_metrics:
-            assert scope.scope.name == send_metrics.METER_NAME
+            assert scope.scope.name == metrics.METER_NAME
             for metric in scope.metrics:
                 if metric.name == name:
                     for point in metric.data.data_points:

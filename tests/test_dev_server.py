@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
 import signal
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -15,6 +17,7 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from tidings import naming
+from tidings.connection import create_commands, missing_search_attributes
 from tidings.db.engine import Database
 from tidings.models.events import JourneyEvent
 from tidings.models.workflow_io import JourneyResult, JourneyStatus
@@ -58,6 +61,7 @@ class DevProcess:
             "ui": free_port(),
             "smtp": free_port(),
             "http": free_port(),
+            "metrics": free_port(),
         }
         self.env = {
             **os.environ,
@@ -81,6 +85,8 @@ class DevProcess:
             str(self.ports["smtp"]),
             "--http-port",
             str(self.ports["http"]),
+            "--metrics-port",
+            str(self.ports["metrics"]),
             env=self.env,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
@@ -136,6 +142,14 @@ async def test_tidings_dev_runs_the_stack_and_resumes_sleeping_journeys_after_a_
         await eventually(lambda: dev.outbox())
         status = await dev.cli("status", "dev-1")
         assert "step pause (wait)" in status
+        await eventually(lambda: _scrape(dev.ports["metrics"], "tidings_send_outcomes"))
+        metrics = await _scrape(dev.ports["metrics"], "tidings_send_outcomes")
+        # tidings' own series and the Temporal SDK's, on the worker's one endpoint.
+        assert 'channel="email"' in metrics and 'outcome="sent"' in metrics
+        assert "tidings_journeys_entered" in metrics and 'journey="quick"' in metrics
+        assert "tidings_policy_decisions" in metrics
+        assert "temporal_workflow_task_execution_latency" in metrics
+        assert "dev@example.com" not in metrics
 
         assert await dev.stop() == 0
         assert "tidings dev stopped" in dev.output
@@ -237,3 +251,38 @@ async def test_a_trigger_seen_by_the_ending_entry_itself_continues_into_a_new_en
 async def _waiting(handle: WorkflowHandle[object, JourneyResult]) -> bool:
     status: JourneyStatus = await handle.query(naming.STATUS_QUERY, result_type=JourneyStatus)
     return status.step_id == "pause"
+
+
+async def _scrape(port: int, wanted: str) -> str:
+    """The worker's /metrics text once it holds `wanted` (empty before)."""
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+    return text if wanted in text else ""
+
+
+async def test_the_printed_registration_command_registers_every_search_attribute() -> None:
+    """The command the worker prints for a cluster's operators works as printed."""
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=find_binary("temporal"),
+        dev_server_startup_timeout=timedelta(seconds=60),
+    )
+    try:
+        client = env.client
+        assert set(await missing_search_attributes(client)) == {
+            key.name for key in naming.SEARCH_ATTRIBUTES
+        }
+        (command,) = create_commands(client.namespace)
+        address = client.service_client.config.target_host
+        process = await asyncio.create_subprocess_exec(
+            find_binary("temporal"),
+            *shlex.split(command)[1:],
+            "--address",
+            address,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        output, _ = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode == 0, output.decode()
+        assert await missing_search_attributes(client) == []
+    finally:
+        await env.shutdown()

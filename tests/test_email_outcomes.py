@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlmodel import select
-from support import activity_env, make_sender
+from support import AUDIT_KEY, activity_env, make_sender
 from temporalio.exceptions import ApplicationError
 from test_sendgrid_and_bounces import p256_key, postfix_hard_bounce, sign_batch
 from typer.testing import CliRunner
@@ -43,7 +43,7 @@ NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
 
 @pytest.fixture
 def database(tmp_path: Path) -> Iterator[Database]:
-    db = Database(f"sqlite:///{tmp_path / 'app.db'}")
+    db = Database(f"sqlite:///{tmp_path / 'app.db'}", audit_key=AUDIT_KEY)
     with db.session() as session:
         upsert_contact(
             session=session,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from support import EXAMPLE_TEMPLATES, activity_env, copy_tree, make_sender
+from support import AUDIT_KEY, EXAMPLE_TEMPLATES, activity_env, copy_tree, make_sender
 from temporalio.exceptions import ApplicationError
 
 from tidings.activities.channels import ChannelProvider
@@ -71,7 +71,7 @@ class Faults:
 
 @pytest.fixture
 def database(tmp_path: Path) -> Iterator[Database]:
-    db = Database(f"sqlite:///{tmp_path / 'app.db'}")
+    db = Database(f"sqlite:///{tmp_path / 'app.db'}", audit_key=AUDIT_KEY)
     with db.session() as session:
         upsert_contact(session=session, data=IdentifyContact(key="c1", jurisdiction="US"), now=NOW)
     yield db

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from sqlmodel import col, select
-from support import Stack, activity_env, eventually, make_sender, running_stack
+from support import AUDIT_KEY, Stack, activity_env, eventually, make_sender, running_stack
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner
@@ -223,7 +223,7 @@ def test_a_lifted_hold_or_one_that_covers_something_else_changes_nothing() -> No
 
 @pytest.fixture
 def db(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
+    database = Database(database_url, audit_key=AUDIT_KEY)
     with database.session() as session:
         upsert_contact(
             session=session,
@@ -277,7 +277,7 @@ def test_the_policy_reads_active_holds_in_its_one_query_and_every_change_is_audi
 
 @pytest.fixture
 def sqlite_db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(f"sqlite:///{tmp_path / 'app.db'}")
+    database = Database(f"sqlite:///{tmp_path / 'app.db'}", audit_key=AUDIT_KEY)
     with database.session() as session:
         upsert_contact(
             session=session,
@@ -558,7 +558,7 @@ async def test_a_hold_on_one_jurisdiction_holds_only_its_contacts(
 
 
 def test_hold_admin_is_usable_without_temporal(tmp_path: Path) -> None:
-    database = Database(f"sqlite:///{tmp_path / 'app.db'}")
+    database = Database(f"sqlite:///{tmp_path / 'app.db'}", audit_key=AUDIT_KEY)
     admin = HoldAdmin(database, journeys={"onboarding"})
     try:
         change = asyncio.run(admin.set("all", reason="Audit", by="lee"))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 from sqlmodel import select
-from support import Stack, activity_env, make_sender
+from support import AUDIT_KEY, Stack, activity_env, make_sender
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
@@ -31,7 +31,7 @@ CART = {"total": 150.0, "currency": "EUR", "cart_url": "https://shop.example/car
 
 @pytest.fixture
 def database(tmp_path: Path) -> Iterator[Database]:
-    db = Database(f"sqlite:///{tmp_path / 'app.db'}")
+    db = Database(f"sqlite:///{tmp_path / 'app.db'}", audit_key=AUDIT_KEY)
     with db.session() as session:
         upsert_contact(
             session=session,
