@@ -43,13 +43,10 @@ import asyncio
 import bisect
 import dataclasses
 import json
-import math
 import os
-import platform
 import shutil
 import signal
 import ssl
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -65,6 +62,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import structlog
+from common import Timing, machine
 from pydantic import BaseModel
 from sqlmodel import col, select
 from temporalio import workflow
@@ -358,7 +356,7 @@ def build_stand(tmp: Path, sink_url: str, records: Path, contacts: int) -> Stand
         chat_providers=["slack"],
         public_url="https://tidings.example.com",
     )
-    database = Database(settings.database_url)
+    database = Database.for_settings(settings)
     TemplateAdmin(database, settings).push(actor="benchmark")
     sender = MessageSender(
         db=database,
@@ -377,18 +375,6 @@ def build_stand(tmp: Path, sink_url: str, records: Path, contacts: int) -> Stand
 # Part 1: throughput
 
 
-@dataclass(frozen=True)
-class Timing:
-    per_second: float
-    p50_ms: float
-    p99_ms: float
-
-
-def nearest_rank(values: Sequence[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(1, math.ceil(len(ordered) * p / 100)) - 1]
-
-
 def timed(pool: ThreadPoolExecutor, send: Callable[[int], None], count: int) -> Timing:
     """`count` sends on the pool: sends per second from first start to last end."""
     latencies: list[float] = []
@@ -402,7 +388,7 @@ def timed(pool: ThreadPoolExecutor, send: Callable[[int], None], count: int) -> 
     for future in [pool.submit(one, n) for n in range(count)]:
         future.result()
     elapsed = time.perf_counter() - began
-    return Timing(count / elapsed, nearest_rank(latencies, 50), nearest_rank(latencies, 99))
+    return Timing.of(latencies, elapsed)
 
 
 def throughput(stand: Stand, sends: int, rounds: int, threads: int) -> dict[str, Any]:
@@ -421,14 +407,7 @@ def throughput(stand: Stand, sends: int, rounds: int, threads: int) -> dict[str,
                     found[channel][name].append(timed(pool, make(), sends))
     figures: dict[str, Any] = {}
     for channel, by_variant in found.items():
-        median = {
-            name: Timing(
-                statistics.median(t.per_second for t in timings),
-                statistics.median(t.p50_ms for t in timings),
-                statistics.median(t.p99_ms for t in timings),
-            )
-            for name, timings in by_variant.items()
-        }
+        median = {name: Timing.median(timings) for name, timings in by_variant.items()}
         ours = median["tidings"].per_second
         line: dict[str, Any] = {"provider": PROVIDERS[channel]}
         for name, timing in median.items():
@@ -606,16 +585,6 @@ async def rate_limit(stand: Stand, rate: float, burst: float, tmp: Path) -> dict
 # Running it
 
 
-def temporal_version() -> str:
-    try:
-        out = subprocess.run(
-            [find_binary("temporal"), "--version"], capture_output=True, text=True, check=True
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return out.stdout.strip()
-
-
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -642,13 +611,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             log_file.close()
     return {
         "recorded_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "temporal": temporal_version(),
-            "database": "sqlite (WAL)",
-        },
+        "machine": machine(database="sqlite (WAL)"),
         "sends_per_round": args.sends,
         "rounds": args.rounds,
         "threads": args.threads,

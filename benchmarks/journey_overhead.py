@@ -21,15 +21,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,32 +36,33 @@ sys.path.insert(0, str(HERE))
 
 import yaml  # noqa: E402
 from bare import BareInput, BareOnboarding  # noqa: E402
+from common import (  # noqa: E402
+    BARE_TASK_QUEUE,
+    Steps,
+    bare_steps,
+    bare_worker,
+    bounded,
+    events_per_message,
+    machine,
+    recorded_at,
+    start_dev_server,
+    write_results,
+)
 from temporalio.client import Client  # noqa: E402
-from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
-from temporalio.testing import WorkflowEnvironment  # noqa: E402
-from temporalio.worker import Worker  # noqa: E402
 
 from tidings import naming  # noqa: E402
 from tidings.activities.channels.smtp import SmtpConfig, SmtpProvider  # noqa: E402
-from tidings.activities.journal import JourneyJournal  # noqa: E402
-from tidings.activities.policy import PolicyGate  # noqa: E402
 from tidings.catalog import Catalog  # noqa: E402
 from tidings.db.engine import Database  # noqa: E402
 from tidings.models.events import JourneyEvent  # noqa: E402
 from tidings.settings import PACKAGE_DIR, Settings  # noqa: E402
 from tidings.starter.client import TidingsClient  # noqa: E402
-from tidings.starter.dev import find_binary  # noqa: E402
 from tidings.starter.smtp_sink import SmtpSink  # noqa: E402
 from tidings.starter.template_admin import TemplateAdmin  # noqa: E402
-from tidings.worker import WorkerParts, running_workers, sandbox_runner  # noqa: E402
+from tidings.worker import WorkerParts, running_workers  # noqa: E402
 
-RESULTS = HERE / "results" / "journey_overhead.json"
 WAIT_SECONDS = 1
 TARGET_RATIO = 0.87
-BARE_TASK_QUEUE = "bench-bare"
-"""Its own queue (one process may not poll a queue twice); sends share tidings' email queue."""
-
-Steps = list[tuple[str, str, float]]
 
 
 def shortened_onboarding(directory: Path) -> Path:
@@ -77,29 +75,6 @@ def shortened_onboarding(directory: Path) -> Path:
     directory.mkdir()
     (directory / "onboarding.yaml").write_text(yaml.safe_dump(spec))
     return directory
-
-
-def bare_steps(catalog: Catalog) -> Steps:
-    """The journey's sends and waits, in order, for the bare workflow."""
-    steps: Steps = []
-    for step in catalog.journeys["onboarding"].steps:
-        if step.kind == "send":
-            steps.append((step.id, step.send.template, 0.0))  # type: ignore[union-attr]
-        else:
-            previous = steps.pop() if steps else ("start", "", 0.0)
-            steps.append((previous[0], previous[1], previous[2] + WAIT_SECONDS))
-    return steps
-
-
-async def bounded(calls: Iterable[Awaitable[object]], limit: int = 50) -> None:
-    """Await all, at most `limit` at a time (as a backend's connection pool would)."""
-    semaphore = asyncio.Semaphore(limit)
-
-    async def one(call: Awaitable[object]) -> None:
-        async with semaphore:
-            await call
-
-    await asyncio.gather(*(one(call) for call in calls))
 
 
 async def timed(
@@ -149,33 +124,17 @@ def bare_start(
     return start
 
 
-async def events_per_message(temporal: Client, workflow_id: str, messages: int) -> float:
-    history = await temporal.get_workflow_handle(workflow_id).fetch_history()
-    return len(history.events) / messages
-
-
 async def measure(journeys: int, rounds: int) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        env = await WorkflowEnvironment.start_local(
-            data_converter=pydantic_data_converter,
-            dev_server_existing_path=find_binary("temporal"),
-            dev_server_database_filename=str(tmp / "temporal.db"),
-            dev_server_extra_args=[
-                "--sqlite-pragma",
-                "journal_mode=wal",
-                "--sqlite-pragma",
-                "synchronous=normal",
-            ],
-            search_attributes=naming.SEARCH_ATTRIBUTES,
-        )
+        env = await start_dev_server(tmp / "temporal.db")
         settings = Settings(
             data_dir=tmp, journeys_dir=shortened_onboarding(tmp / "journeys"), send_drafts=True
         )
         catalog = Catalog.from_settings(settings)
-        database = Database(settings.database_url)
+        database = Database.for_settings(settings)
         TemplateAdmin(database, settings).push(actor="benchmark")
-        steps = bare_steps(catalog)
+        steps = bare_steps(catalog.journeys["onboarding"], wait_seconds=WAIT_SECONDS)
         sends = sum(1 for _, template, _ in steps if template)
         with SmtpSink(tmp / "outbox") as sink, ThreadPoolExecutor(8) as executor:
             parts = WorkerParts(
@@ -188,16 +147,7 @@ async def measure(journeys: int, rounds: int) -> dict[str, object]:
             client = TidingsClient(
                 temporal=env.client, database=database, catalog=catalog, settings=settings
             )
-            journal = JourneyJournal(database)
-            gate = PolicyGate(database, catalog.policy, default_timezone="UTC")
-            bare_worker = Worker(
-                env.client,
-                task_queue=BARE_TASK_QUEUE,
-                workflows=[BareOnboarding],
-                activities=[journal.enter_journey, journal.exit_journey, gate.check_policy],
-                activity_executor=executor,
-                workflow_runner=sandbox_runner(),
-            )
+            bare = bare_worker(env.client, database, catalog.policy, executor)
             variants = {
                 "tidings": tidings_start(client),
                 "bare": bare_start(env.client, steps, bookkeeping=True),
@@ -205,7 +155,7 @@ async def measure(journeys: int, rounds: int) -> dict[str, object]:
             }
             rates: dict[str, list[float]] = {name: [] for name in variants}
             last_ids: dict[str, str] = {}
-            async with running_workers(parts), bare_worker:
+            async with running_workers(parts), bare:
                 for name, start in variants.items():  # warm up every path
                     await timed(client, 10, name, start)
                 for _ in range(rounds):
@@ -221,12 +171,8 @@ async def measure(journeys: int, rounds: int) -> dict[str, object]:
         await env.shutdown()
     median = {name: statistics.median(values) for name, values in rates.items()}
     return {
-        "recorded_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "recorded_at": recorded_at(),
+        "machine": machine(),
         "journeys_per_round": journeys,
         "rounds": rounds,
         "journeys_per_second": {name: round(value, 2) for name, value in median.items()},
@@ -245,10 +191,7 @@ def main() -> None:
     parser.add_argument("--journeys", type=int, default=150)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    figures = asyncio.run(measure(args.journeys, args.rounds))
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(figures, indent=2) + "\n")
-    print(json.dumps(figures, indent=2))
+    write_results("journey_overhead", asyncio.run(measure(args.journeys, args.rounds)))
 
 
 if __name__ == "__main__":

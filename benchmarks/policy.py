@@ -54,6 +54,8 @@ RESULTS = HERE / "results" / "policy.json"
 POSTGRES = os.environ.get("TIDINGS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 TARGET_P99_MS = 5.0
 NOW = datetime(2027, 1, 5, 17, 0, tzinfo=UTC)
+AUDIT_KEY = b"benchmark-audit-key"
+"""Seals the audit records the checks write (a real service derives it from its secret)."""
 JURISDICTIONS = ["US-TX", "US-FL", "US-NY", "CA-ON", "DE", "FR", "GB", None]
 TIMEZONES = ["America/Chicago", "America/New_York", "America/Toronto", "Europe/Berlin", "UTC"]
 BASES = ["express_written", "express", "implied_purchase", "legitimate_interest"]
@@ -256,7 +258,7 @@ def _percentile(values: list[float], pct: int) -> float:
 
 def run_sqlite(contacts: int, ledger: int, checks: int) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
-        database = Database(f"sqlite:///{Path(tmp) / 'bench.db'}")
+        database = Database(f"sqlite:///{Path(tmp) / 'bench.db'}", audit_key=AUDIT_KEY)
         began = time.perf_counter()
         fill(database, contacts, ledger)
         loaded = time.perf_counter() - began
@@ -271,7 +273,7 @@ def run_postgresql(contacts: int, ledger: int, checks: int) -> dict[str, object]
     with admin.connect() as connection:
         connection.execute(text(f'CREATE SCHEMA "{schema}"'))
     try:
-        database = Database(f"{POSTGRES}?options=-csearch_path%3D{schema}")
+        database = Database(f"{POSTGRES}?options=-csearch_path%3D{schema}", audit_key=AUDIT_KEY)
         began = time.perf_counter()
         fill(database, contacts, ledger)
         loaded = time.perf_counter() - began
