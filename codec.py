@@ -39,7 +39,7 @@ from temporalio.converter import (
 )
 
 from tidings.errors import TidingsError
-from tidings.settings import Settings
+from tidings.settings import Settings, keep_secret_file
 
 ENCODING = b"binary/encrypted"
 """An encrypted payload's `encoding` metadata (the only other metadata is its key id)."""
@@ -127,14 +127,7 @@ def ensure_dev_key(data_dir: Path) -> Path:
     """Make the dev key once (readable by its owner only); later starts reuse it, so
     histories written by an earlier `tidings dev` still decode."""
     path = dev_key_path(data_dir)
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return path  # made meanwhile by another process
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(generate_key())
+    keep_secret_file(path, generate_key)
     return path
 
 

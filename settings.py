@@ -7,11 +7,11 @@ envconfig in `tidings.connection`, not here.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import Field, model_validator
@@ -21,6 +21,20 @@ from tidings.errors import TidingsError
 from tidings.models.contact import TimeZoneName
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def keep_secret_file(path: Path, make: Callable[[], str]) -> None:
+    """Write `make()` to `path` unless it exists, readable by its owner only from the
+    first byte; a process racing to make it too keeps the one already there."""
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(make())
 
 
 class Settings(BaseSettings):
@@ -180,12 +194,7 @@ class Settings(BaseSettings):
                 f"no secret key: TIDINGS_SECRET_KEY is not set and {path} does not exist; "
                 "use the workers' secret (set TIDINGS_SECRET_KEY, or --data-dir for theirs)"
             )
-        if not path.exists():
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            with contextlib.suppress(FileExistsError):
-                descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(descriptor, "w") as handle:
-                    handle.write(secrets.token_urlsafe(32))
+        keep_secret_file(path, lambda: secrets.token_urlsafe(32))
         return path.read_text().strip()
 
     def audit_key(self, *, create: bool = True) -> bytes:

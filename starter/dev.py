@@ -37,7 +37,7 @@ from tidings.db.engine import Database
 from tidings.db.templates import Pushed
 from tidings.directory import load_directory
 from tidings.errors import TidingsError
-from tidings.settings import Settings
+from tidings.settings import Settings, keep_secret_file
 from tidings.starter.approval_admin import ApprovalAdmin
 from tidings.starter.codec_http import CODEC_PATH, CodecAccess
 from tidings.starter.ports import port_in_use
@@ -298,16 +298,17 @@ def dev_app(
 def _dev_private_key(data_dir: Path) -> str:
     """An RSA key for the local FCM stand-in, made once (it signs nothing real)."""
     path = data_dir / "dev-fcm-key.pem"
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
+
+    def make() -> str:
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         pem = key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        path.write_bytes(pem)
-        path.chmod(0o600)
+        return pem.decode()
+
+    keep_secret_file(path, make)
     return path.read_text()
 
 
