@@ -363,24 +363,15 @@ class MessageSender:
         measured("sent")
         due = delivery.scheduled_at
         record_lag(delivery.channel, delivery.purpose, (_now() - due).total_seconds())
-        with self._db.session() as session:
-            deliveries.finish(
-                session=session,
-                delivery_id=delivery.id,
-                status=deliveries.SENT,
-                provider_message_id=provider_id,
-                provider=provider,
-                now=_now(),
-            )
-            _report(session, delivery, provider, "sent", "accepted", None)
-            audit.record_send(
-                session=session,
-                delivery=delivery,
-                status=deliveries.SENT,
-                at=_now(),
-                provider=provider,
-                content_sha256=evidence,
-            )
+        self._finish(
+            delivery,
+            deliveries.SENT,
+            None,
+            provider,
+            evidence,
+            reported=("accepted", None),
+            provider_message_id=provider_id,
+        )
         bound.info("sent")
         return SendResult(delivery_id=delivery.id, status="sent")
 
@@ -400,15 +391,17 @@ class MessageSender:
         self,
         delivery: Delivery,
         status: str,
-        error: str,
+        error: str | None,
         provider: str,
         evidence: str,
         *,
         reported: tuple[str, str | None] | None = None,
+        provider_message_id: str | None = None,
     ) -> None:
         """Settle the attempt; `reported` (the vendor's word and code) goes in its history.
         The audit log gets the outcome and the vendor's code, not its words (a bounce
         message may quote the address)."""
+        now = _now()
         with self._db.session() as session:
             deliveries.finish(
                 session=session,
@@ -416,15 +409,17 @@ class MessageSender:
                 status=status,
                 error=error,
                 provider=provider,
-                now=_now(),
+                provider_message_id=provider_message_id,
+                now=now,
             )
             if reported is not None:
-                _report(session, delivery, provider, "failed", *reported)
+                outcome = "sent" if status == deliveries.SENT else "failed"
+                _report(session, delivery, provider, outcome, *reported)
             audit.record_send(
                 session=session,
                 delivery=delivery,
                 status=status,
-                at=_now(),
+                at=now,
                 provider=provider,
                 content_sha256=evidence,
                 error_code=reported[1] if reported is not None else None,
