@@ -8,10 +8,13 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from sqlalchemy import create_engine, text
 from support import Stack, running_stack, start_dev_server, start_time_skipping
 from temporalio.testing import WorkflowEnvironment
 
+from tidings.activities.metrics import use_meter_provider
 from tidings.db.engine import normalize_url
 from tidings.starter.smtp_sink import SmtpSink
 
@@ -81,3 +84,14 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'app.db'}"
     return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def reader() -> Iterator[InMemoryMetricReader]:
+    """tidings' metrics, recorded into memory for the test."""
+    memory = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[memory])
+    use_meter_provider(provider)
+    yield memory
+    use_meter_provider(None)
+    provider.shutdown()

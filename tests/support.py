@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from sqlmodel import select
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import RetryPolicy
@@ -20,6 +21,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from tidings import naming
+from tidings.activities import metrics
 from tidings.activities.channels import ChannelProvider, EmailProvider
 from tidings.activities.channels.smtp import SmtpConfig, SmtpProvider
 from tidings.activities.send import MessageSender
@@ -301,3 +303,19 @@ async def eventually(
 def copy_tree(source: Path, target: Path) -> Path:
     shutil.copytree(source, target)
     return target
+
+
+def points(reader: InMemoryMetricReader, name: str) -> dict[frozenset[tuple[str, str]], object]:
+    """The data points of tidings' metric `name`, by their attributes."""
+    data = reader.get_metrics_data()
+    assert data is not None
+    found: dict[frozenset[tuple[str, str]], object] = {}
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            assert scope.scope.name == metrics.METER_NAME
+            for metric in scope.metrics:
+                if metric.name == name:
+                    for point in metric.data.data_points:
+                        attributes = {k: str(v) for k, v in (point.attributes or {}).items()}
+                        found[frozenset(attributes.items())] = point
+    return found

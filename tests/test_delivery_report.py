@@ -17,9 +17,9 @@ from opentelemetry.sdk.metrics.export import (
     InMemoryMetricReader,
     NumberDataPoint,
 )
+from support import points
 from typer.testing import CliRunner
 
-from tidings.activities import metrics
 from tidings.activities.metrics import record_send, use_meter_provider
 from tidings.db.delivery_report import ProviderFigures, percentile, report
 from tidings.db.engine import Database
@@ -329,31 +329,6 @@ def test_the_command_registers_on_the_tidings_app() -> None:
 
 
 # Metrics
-
-
-@pytest.fixture
-def reader() -> Iterator[InMemoryMetricReader]:
-    memory = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[memory])
-    use_meter_provider(provider)
-    yield memory
-    use_meter_provider(None)
-    provider.shutdown()
-
-
-def points(reader: InMemoryMetricReader, name: str) -> dict[frozenset[tuple[str, str]], object]:
-    data = reader.get_metrics_data()
-    assert data is not None
-    found: dict[frozenset[tuple[str, str]], object] = {}
-    for resource in data.resource_metrics:
-        for scope in resource.scope_metrics:
-            assert scope.scope.name == metrics.METER_NAME
-            for metric in scope.metrics:
-                if metric.name == name:
-                    for point in metric.data.data_points:
-                        attributes = {k: str(v) for k, v in (point.attributes or {}).items()}
-                        found[frozenset(attributes.items())] = point
-    return found
 
 
 def attrs(**values: str) -> frozenset[tuple[str, str]]:

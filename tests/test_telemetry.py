@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import structlog
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     HistogramDataPoint,
     InMemoryMetricReader,
@@ -20,7 +19,7 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from support import running_stack
+from support import points, running_stack
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
@@ -45,16 +44,6 @@ def spans() -> Iterator[InMemorySpanExporter]:
     provider.shutdown()
 
 
-@pytest.fixture
-def reader() -> Iterator[InMemoryMetricReader]:
-    memory = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[memory])
-    metrics.use_meter_provider(provider)
-    yield memory
-    metrics.use_meter_provider(None)
-    provider.shutdown()
-
-
 def traced_client(env: WorkflowEnvironment) -> Client:
     """A client of the test server with the interceptors `connect()` adds when tracing."""
     interceptors = telemetry.tracing_interceptors()
@@ -68,20 +57,13 @@ def traced_client(env: WorkflowEnvironment) -> Client:
 
 
 def counts(reader: InMemoryMetricReader, name: str) -> dict[frozenset[tuple[str, str]], float]:
-    data = reader.get_metrics_data()
-    assert data is not None
+    """Counter values, and histograms' counts, by attributes."""
     found: dict[frozenset[tuple[str, str]], float] = {}
-    for resource in data.resource_metrics:
-        for scope in resource.scope_metrics:
-            for metric in scope.metrics:
-                if metric.name != name:
-                    continue
-                for point in metric.data.data_points:
-                    key = frozenset((k, str(v)) for k, v in (point.attributes or {}).items())
-                    if isinstance(point, HistogramDataPoint):
-                        found[key] = float(point.count)
-                    elif isinstance(point, NumberDataPoint):
-                        found[key] = float(point.value)
+    for key, point in points(reader, name).items():
+        if isinstance(point, HistogramDataPoint):
+            found[key] = float(point.count)
+        elif isinstance(point, NumberDataPoint):
+            found[key] = float(point.value)
     return found
 
 
