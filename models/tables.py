@@ -38,9 +38,9 @@ def _json() -> Any:
     return Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 """Raise with every change to these tables; a database of another version is refused.
-6: the audit log's hash chains. 5: holds, approval gates and decisions, escalations.
+7: identities, merges, the ingest queue, imports and segments (issue 9). 6: the audit log's hash chains. 5: holds, approval gates and decisions, escalations.
 4: the in-app inbox, deliveries.provider, delivery_events."""
 
 
