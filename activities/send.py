@@ -28,8 +28,10 @@ from tidings.activities.channels import (
     OutgoingMessage,
     PermanentSendError,
     TransientSendError,
+    handover,
 )
 from tidings.activities.compose import Composed, ComposeError, Composer, ComposeRequest
+from tidings.activities.heartbeat import kept_alive
 from tidings.activities.metrics import (
     ErrorClass,
     Outcome,
@@ -90,12 +92,14 @@ class MessageSender:
 
     @activity.defn(name="send_email")
     def send_email(self, input: SendInput) -> SendResult:
-        return self._send(input.model_copy(update={"channel": "email"}))
+        with kept_alive():
+            return self._send(input.model_copy(update={"channel": "email"}))
 
     @activity.defn(name="send_message")
     def send_message(self, input: SendInput) -> SendResult:
         """SMS, push, chat, in-app and webhook sends (email has its own queue and activity)."""
-        return self._send(input)
+        with kept_alive():
+            return self._send(input)
 
     def _send(self, input: SendInput) -> SendResult:
         channel = input.channel
@@ -192,7 +196,7 @@ class MessageSender:
             mailer, switching = self._pick(self._email_providers)
             return self._hand_over(
                 claim.delivery,
-                mailer.name,
+                mailer,
                 lambda: mailer.send(email),
                 switching=switching,
                 evidence=evidence,
@@ -208,7 +212,7 @@ class MessageSender:
         )
         return self._hand_over(
             claim.delivery,
-            provider.name,
+            provider,
             lambda: provider.send(message),
             switching=switching,
             evidence=evidence,
@@ -284,7 +288,7 @@ class MessageSender:
     def _hand_over(
         self,
         delivery: Delivery,
-        provider: str,
+        chosen: EmailProvider | ChannelProvider,
         send: Callable[[], str],
         *,
         switching: bool = False,
@@ -292,6 +296,7 @@ class MessageSender:
     ) -> SendResult:
         """Call the provider and settle the delivery; `evidence` is the message's
         digest for the audit log (`audit.content_digest`)."""
+        provider = chosen.name
         bound = log.bind(
             delivery_id=delivery.id,
             journey=delivery.journey,
@@ -307,16 +312,33 @@ class MessageSender:
                 delivery.channel, provider, outcome, seconds, error_class, purpose=delivery.purpose
             )
 
+        def mark() -> None:
+            with self._db.session() as session:
+                if not deliveries.hand_over(session=session, delivery=delivery, now=_now()):
+                    raise handover.Superseded(delivery.id)
+
         try:
-            with tracer(__name__).start_as_current_span(
-                "tidings.provider.send",
-                attributes={
-                    "tidings.channel": delivery.channel,
-                    "tidings.provider": provider,
-                    "tidings.delivery_id": delivery.id,
-                },
+            with (
+                tracer(__name__).start_as_current_span(
+                    "tidings.provider.send",
+                    attributes={
+                        "tidings.channel": delivery.channel,
+                        "tidings.provider": provider,
+                        "tidings.delivery_id": delivery.id,
+                    },
+                ),
+                handover.marking(mark),
             ):
+                if not chosen.marks_handover:
+                    handover.point_of_no_return()
                 provider_id = send()
+        except handover.Superseded:
+            # This attempt was given up for dead and another took the delivery:
+            # nothing left here, and the result is the other attempt's to give.
+            bound.warning("send superseded by a later attempt")
+            with self._db.session() as session:
+                current = deliveries.find(session=session, idempotency_key=delivery.idempotency_key)
+            return _result(current or delivery)
         except TransientSendError as err:
             last = _is_last_attempt()
             measured("failed" if last else "deferred", "transient")
@@ -405,7 +427,7 @@ class MessageSender:
         with self._db.session() as session:
             deliveries.finish(
                 session=session,
-                delivery_id=delivery.id,
+                delivery=delivery,
                 status=status,
                 error=error,
                 provider=provider,

@@ -1,10 +1,20 @@
 """Deliveries: the record of every message, claimed before the provider is called.
 
-Status moves: sending -> sent | deferred | failed | uncertain; deferred ->
-sending (a retry). `skipped` and `failed` may also be written directly when
-nothing was handed to a provider. A row left in `sending` by a process that
-died mid-call is the one case where nobody knows whether the message left;
-it becomes `uncertain` and is never sent again automatically.
+Status moves: claimed -> sending -> sent | deferred | failed | uncertain;
+claimed -> deferred | failed (refused before anything was handed over);
+deferred -> claimed (a retry). `skipped` and `failed` may also be written
+directly when nothing was handed to a provider.
+
+`claimed` turns into `sending` at the provider's point of no return
+(`activities/channels/handover.py`), committed before the message can reach
+the vendor. A row left in `claimed` by a process that died provably handed
+nothing over: the next attempt takes it again. A row left in `sending` is the
+one case where nobody knows whether the message left; it becomes `uncertain`
+and is never sent again automatically.
+
+Each attempt takes the row with its own number (`attempts`); an attempt that
+was given up for dead and wakes later finds another number there and can
+neither hand the message over nor settle the row.
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ from sqlmodel import Session, col, select
 
 from tidings.models.tables import Delivery
 
+CLAIMED = "claimed"
 SENDING = "sending"
 SENT = "sent"
 DEFERRED = "deferred"
@@ -27,7 +38,9 @@ FAILED = "failed"
 SKIPPED = "skipped"
 UNCERTAIN = "uncertain"
 FINAL = frozenset({SENT, FAILED, SKIPPED, UNCERTAIN})
-COUNTED = frozenset({SENDING, SENT, DEFERRED, UNCERTAIN})
+RETAKEN = frozenset({CLAIMED, DEFERRED})
+"""Nothing was handed over: another attempt may take the row."""
+COUNTED = frozenset({CLAIMED, SENDING, SENT, DEFERRED, UNCERTAIN})
 """Deliveries that take a place under frequency caps: handed over, or may still be."""
 
 
@@ -63,14 +76,15 @@ def claim(
 ) -> Claim:
     """Take the delivery for one attempt, or report the earlier attempt's result.
 
-    Must be committed before the provider is called: the committed `sending`
-    row is what stops a second attempt from sending again.
+    Must be committed before the provider is called; `hand_over` then marks the
+    moment the message may leave, which is what stops a second attempt from
+    sending it again.
     """
     existing = find(session=session, idempotency_key=new.idempotency_key)
     if existing is None:
         delivery = Delivery(
             id=uuid.uuid4().hex,
-            status=SENDING,
+            status=CLAIMED,
             attempts=1,
             to_address=to_address,
             counted_at=counted_at,
@@ -85,12 +99,16 @@ def claim(
             assert existing is not None
             return _earlier(session, existing, now)
         return Claim(delivery, "send")
-    if existing.status == DEFERRED:
+    if existing.status in RETAKEN:
         taken = session.execute(
             update(Delivery)
-            .where(col(Delivery.id) == existing.id, col(Delivery.status) == DEFERRED)
+            .where(
+                col(Delivery.id) == existing.id,
+                col(Delivery.status) == existing.status,
+                col(Delivery.attempts) == existing.attempts,
+            )
             .values(
-                status=SENDING,
+                status=CLAIMED,
                 attempts=existing.attempts + 1,
                 counted_at=counted_at,
                 updated_at=now,
@@ -101,6 +119,20 @@ def claim(
             return Claim(existing, "send")
         session.refresh(existing)
     return _earlier(session, existing, now)
+
+
+def hand_over(*, session: Session, delivery: Delivery, now: datetime) -> bool:
+    """Mark the attempt's point of no return; False when another attempt has the row."""
+    marked = session.execute(
+        update(Delivery)
+        .where(
+            col(Delivery.id) == delivery.id,
+            col(Delivery.status) == CLAIMED,
+            col(Delivery.attempts) == delivery.attempts,
+        )
+        .values(status=SENDING, updated_at=now)
+    )
+    return bool(marked.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def _earlier(session: Session, delivery: Delivery, now: datetime) -> Claim:
@@ -124,12 +156,12 @@ def record(
 ) -> Delivery:
     """Record a delivery that will not reach a provider (skipped, or failed before sending).
 
-    An earlier attempt's row is settled too: `deferred` (nothing was handed
-    over) takes the new status; `sending` becomes `uncertain`.
+    An earlier attempt's row is settled too: `claimed` or `deferred` (nothing
+    was handed over) takes the new status; `sending` becomes `uncertain`.
     """
     existing = find(session=session, idempotency_key=new.idempotency_key)
     if existing is not None:
-        if existing.status == DEFERRED:
+        if existing.status in RETAKEN:
             existing.status, existing.error, existing.updated_at = status, error[:1000], now
             session.add(existing)
             return existing
@@ -144,7 +176,7 @@ def record(
 def finish(
     *,
     session: Session,
-    delivery_id: str,
+    delivery: Delivery,
     status: str,
     now: datetime,
     provider_message_id: str | None = None,
@@ -153,8 +185,9 @@ def finish(
 ) -> None:
     """Record an attempt's result.
 
-    Only the attempt in `sending` may settle its row, except that a real
-    `sent` replaces an `uncertain` mark a later attempt left meanwhile.
+    Only the attempt that holds the row (`claimed` or `sending` under its
+    number) may settle it, except that a real `sent` replaces an `uncertain`
+    mark a later attempt left meanwhile.
     """
     values: dict[str, object] = {"status": status, "updated_at": now}
     if provider is not None:
@@ -165,11 +198,13 @@ def finish(
         values["error"] = None
     if error is not None:
         values["error"] = error[:1000]
+    held = [CLAIMED, SENDING, UNCERTAIN] if status == SENT else [CLAIMED, SENDING]
     session.execute(
         update(Delivery)
         .where(
-            col(Delivery.id) == delivery_id,
-            col(Delivery.status).in_([SENDING, UNCERTAIN] if status == SENT else [SENDING]),
+            col(Delivery.id) == delivery.id,
+            col(Delivery.attempts) == delivery.attempts,
+            col(Delivery.status).in_(held),
         )
         .values(**values)
     )

@@ -35,7 +35,7 @@ from sqlalchemy import and_, distinct, func, or_
 from sqlalchemy.sql import ColumnElement
 from sqlmodel import Session, col, select
 
-from tidings.db.deliveries import DEFERRED, FAILED, SENDING, SENT, SKIPPED, UNCERTAIN
+from tidings.db.deliveries import CLAIMED, DEFERRED, FAILED, SENDING, SENT, SKIPPED, UNCERTAIN
 from tidings.errors import InputError
 from tidings.models.tables import Delivery, DeliveryEventRecord
 
@@ -186,7 +186,7 @@ def report(session: Session, since: datetime, now: datetime) -> list[ProviderFig
                 failed=counts.get(FAILED, 0),
                 uncertain=counts.get(UNCERTAIN, 0),
                 skipped=counts.get(SKIPPED, 0),
-                pending=counts.get(SENDING, 0) + counts.get(DEFERRED, 0),
+                pending=sum(counts.get(status, 0) for status in (CLAIMED, SENDING, DEFERRED)),
                 p50_ms=percentile(times, 50),
                 p95_ms=percentile(times, 95),
                 p99_ms=percentile(times, 99),

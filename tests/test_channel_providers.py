@@ -33,6 +33,7 @@ from tidings.activities.channels import (
     TransientSendError,
 )
 from tidings.activities.channels.fcm import FcmConfig, FcmPush
+from tidings.activities.channels.handover import Superseded, marking
 from tidings.activities.channels.http import retry_after
 from tidings.activities.channels.slack import SlackConfig, SlackWebhook
 from tidings.activities.channels.teams import TeamsConfig, TeamsWebhook
@@ -156,6 +157,27 @@ async def test_twilio_posts_the_form_with_basic_auth(sink: Sink) -> None:
         "Body": "Your code: 1234",
         "StatusCallback": CALLBACK,
     }
+
+
+async def test_an_http_provider_marks_the_point_of_no_return_before_its_request(
+    sink: Sink,
+) -> None:
+    arrived_before_the_mark: list[int] = []
+    with marking(lambda: arrived_before_the_mark.append(len(sink.records("sms")))):
+        await send(twilio(sink.url), message("sms", "+15551234567", text="Your code: 1234"))
+
+    assert arrived_before_the_mark == [0]  # marked once, and before the vendor had anything
+    assert len(sink.records("sms")) == 1
+
+
+async def test_a_superseded_attempt_sends_no_request(sink: Sink) -> None:
+    def taken_by_another_attempt() -> None:
+        raise Superseded("d-1")
+
+    with marking(taken_by_another_attempt), pytest.raises(Superseded):
+        await send(twilio(sink.url), message("sms", "+15551234567", text="Your code: 1234"))
+
+    assert sink.records("sms") == []
 
 
 async def test_twilio_sends_through_a_messaging_service(sink: Sink) -> None:

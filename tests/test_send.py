@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -159,10 +160,8 @@ def test_a_connection_lost_after_handing_over_is_uncertain_and_never_resent(
     assert len(smtp_messages(smtp)) == 1  # the server did keep it: sending again would duplicate
 
 
-def test_an_attempt_that_died_mid_send_is_not_repeated(
-    sender: MessageSender, smtp: SmtpSink, database: Database
-) -> None:
-    """A worker killed between claiming and recording leaves `sending`; the retry stops."""
+def left_by_a_dead_attempt(database: Database, status: str) -> None:
+    """The row a worker killed mid-send leaves behind."""
     with database.session() as session:
         session.add(
             Delivery(
@@ -174,15 +173,84 @@ def test_an_attempt_that_died_mid_send_is_not_repeated(
                 channel="email",
                 template="cart-reminder",
                 purpose="marketing",
-                status="sending",
+                status=status,
                 attempts=1,
                 scheduled_at=NOW,
                 updated_at=NOW,
             )
         )
-    result = activity_env().run(sender.send_email, send_input())
+
+
+def test_an_attempt_that_died_after_handing_over_is_not_repeated(
+    sender: MessageSender, smtp: SmtpSink, database: Database
+) -> None:
+    """Killed past the point of no return (`sending`): nobody knows, so the retry stops."""
+    left_by_a_dead_attempt(database, "sending")
+    result = activity_env(attempt=2).run(sender.send_email, send_input())
     assert (result.status, result.delivery_id) == ("uncertain", "d-crashed")
     assert smtp_messages(smtp) == []
+
+
+def test_an_attempt_that_died_before_handing_over_is_sent_by_the_next(
+    sender: MessageSender, smtp: SmtpSink, database: Database
+) -> None:
+    """Killed while `claimed`: nothing reached the server, so the retry sends it, once."""
+    left_by_a_dead_attempt(database, "claimed")
+    result = activity_env(attempt=2).run(sender.send_email, send_input())
+
+    assert (result.status, result.delivery_id) == ("sent", "d-crashed")
+    assert len(smtp_messages(smtp)) == 1
+    [row] = rows(database)
+    assert (row.status, row.attempts) == ("sent", 2)
+
+
+def status_of(database: Database) -> tuple[str, int]:
+    [row] = rows(database)
+    return row.status, row.attempts
+
+
+def test_the_point_of_no_return_comes_after_the_envelope(
+    sender: MessageSender, smtp: SmtpSink, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`claimed` while the server checks the recipient, `sending` once it has the body."""
+    seen: dict[str, tuple[str, int]] = {}
+    rcpt, data = smtp.handler.handle_RCPT, smtp.handler.handle_DATA
+
+    async def at_rcpt(*args: Any) -> str:
+        seen["rcpt"] = status_of(database)
+        return await rcpt(*args)
+
+    async def at_data(*args: Any) -> str:
+        seen["data"] = status_of(database)
+        return await data(*args)
+
+    monkeypatch.setattr(smtp.handler, "handle_RCPT", at_rcpt)
+    monkeypatch.setattr(smtp.handler, "handle_DATA", at_data)
+    result = activity_env().run(sender.send_email, send_input())
+
+    assert result.status == "sent"
+    assert seen == {"rcpt": ("claimed", 1), "data": ("sending", 1)}
+
+
+def test_an_attempt_overtaken_by_a_later_one_hangs_up_before_the_body(
+    sender: MessageSender, smtp: SmtpSink, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An attempt given up for dead wakes after another took the delivery: it sends nothing."""
+    rcpt = smtp.handler.handle_RCPT
+
+    async def taken_meanwhile(*args: Any) -> str:
+        with database.session() as session:
+            session.execute(text("UPDATE deliveries SET attempts = attempts + 1"))
+        return await rcpt(*args)
+
+    monkeypatch.setattr(smtp.handler, "handle_RCPT", taken_meanwhile)
+    activity_env().run(sender.send_email, send_input())
+
+    assert smtp_messages(smtp) == []
+    assert status_of(database) == ("claimed", 2)  # the later attempt's claim stands
+    monkeypatch.undo()
+    later = activity_env(attempt=3).run(sender.send_email, send_input())
+    assert later.status == "sent" and len(smtp_messages(smtp)) == 1
 
 
 def test_missing_required_data_fails_with_the_field_and_the_fix(

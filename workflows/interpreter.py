@@ -100,6 +100,8 @@ class _HistoryIsLong(Exception):
 LOCAL_ACTIVITY_TIMEOUT = timedelta(seconds=30)
 SEND_TIMEOUT = timedelta(minutes=5)
 """One attempt: about eight SMTP round trips, each allowed the SMTP timeout (30 s)."""
+SEND_HEARTBEAT = timedelta(seconds=30)
+"""A send attempt on a worker that died is retried after this, not after SEND_TIMEOUT."""
 SEND_DEADLINE = timedelta(minutes=30)
 """No attempt starts unless it can end by then: a message this late is recorded as
 failed (by the activity, see `activities/send.py`) rather than delivered at a
@@ -758,6 +760,7 @@ class JourneyInterpreter:
                 task_queue=naming.send_task_queue(channel),
                 priority=priority,
                 start_to_close_timeout=SEND_TIMEOUT,
+                heartbeat_timeout=SEND_HEARTBEAT,
                 schedule_to_close_timeout=SEND_DEADLINE,
                 retry_policy=SEND_RETRY,
                 summary=f"{step.id}: {channel} {spec.template}",

@@ -53,6 +53,10 @@ class AmbiguousSendError(Exception):
 
 class EmailProvider(Protocol):
     name: str
+    marks_handover: bool
+    """True when `send` calls `handover.point_of_no_return()` just before anything can
+    reach the vendor (or never, when a repeat cannot deliver twice); False makes the
+    whole call count as handing over, so a crash during it leaves the message in doubt."""
 
     def send(self, email: OutgoingEmail) -> str:
         """Hand the email over; return the provider's message id.
@@ -84,6 +88,10 @@ class OutgoingMessage(BaseModel):
 class ChannelProvider(Protocol):
     name: str
     channel: str
+    marks_handover: bool
+    """True when `send` calls `handover.point_of_no_return()` just before anything can
+    reach the vendor (or never, when a repeat cannot deliver twice); False makes the
+    whole call count as handing over, so a crash during it leaves the message in doubt."""
 
     def send(self, message: OutgoingMessage) -> str:
         """Hand the message over; return the provider's message id.

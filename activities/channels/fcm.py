@@ -70,6 +70,7 @@ class FcmConfig:
 
 class FcmPush:
     name = "fcm"
+    marks_handover = True
     channel = "push"
 
     def __init__(self, config: FcmConfig) -> None:
@@ -232,7 +233,11 @@ class AccessTokens:
         form = {"grant_type": GRANT_TYPE, "assertion": signed_jwt(claims, self._key)}
         try:
             response = post(
-                "fcm token", config.token_url, timeout_seconds=config.timeout_seconds, data=form
+                "fcm token",
+                config.token_url,
+                timeout_seconds=config.timeout_seconds,
+                data=form,
+                delivers=False,
             )
         except AmbiguousSendError as err:
             raise TransientSendError(

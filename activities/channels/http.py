@@ -22,6 +22,7 @@ from tidings.activities.channels import (
     PermanentSendError,
     TransientSendError,
 )
+from tidings.activities.channels.handover import point_of_no_return
 
 JsonBody = dict[str, object] | list[object]
 
@@ -43,14 +44,20 @@ def post(
     content: bytes | None = None,
     headers: Mapping[str, str] | None = None,
     auth: tuple[str, str] | None = None,
+    delivers: bool = True,
 ) -> httpx.Response:
     """POST once, on a connection of its own, without following redirects.
+
+    `delivers`: the request carries the message, so its start is the send's point
+    of no return (`handover`); False for requests around it (an OAuth token).
 
     A fresh connection per message keeps the classification honest: a pooled
     connection the server had closed would fail after writing and look
     ambiguous. Redirects are not followed: a signed or authenticated request
     must not wander to another host.
     """
+    if delivers:
+        point_of_no_return()
     try:
         with httpx.Client(
             timeout=timeout_seconds, follow_redirects=False, verify=_tls_context()

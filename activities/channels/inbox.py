@@ -29,6 +29,8 @@ class InboxProvider:
     """Stores `in_app` messages in the contact's inbox; returns the inbox message id."""
 
     name = "inbox"
+    marks_handover = True
+    """It never marks: the inbox keeps one message per delivery, so a repeat is harmless."""
     channel = "in_app"
 
     def __init__(

@@ -61,6 +61,7 @@ class SendGridConfig:
 
 class SendGridEmail:
     name = "sendgrid"
+    marks_handover = True
 
     def __init__(self, config: SendGridConfig) -> None:
         self.config = config

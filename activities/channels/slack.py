@@ -33,6 +33,7 @@ class SlackConfig:
 
 class SlackWebhook:
     name = "slack"
+    marks_handover = True
     channel = "chat"
 
     def __init__(self, config: SlackConfig) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import smtplib
 import ssl
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from tidings.activities.channels import (
     PermanentSendError,
     TransientSendError,
 )
+from tidings.activities.channels.handover import point_of_no_return
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class SmtpProvider:
     """Sends one message per connection; simple, and safe to call from many threads."""
 
     name = "smtp"
+    marks_handover = True
 
     def __init__(self, config: SmtpConfig) -> None:
         self.config = config
@@ -57,11 +60,13 @@ class SmtpProvider:
         utf8 = not (email.sender.isascii() and email.to.isascii())
         where = f"{self.config.host}:{self.config.port}"
         smtp = smtplib.SMTP(timeout=self.config.timeout_seconds)
+        polite = True
         try:
             try:
                 smtp.connect(self.config.host, self.config.port)
                 self._hello(smtp)
                 self._envelope(smtp, email, utf8=utf8)
+                self._start_data(smtp)
             except (TransientSendError, PermanentSendError):
                 raise
             except smtplib.SMTPResponseException as err:
@@ -74,10 +79,19 @@ class SmtpProvider:
                     f"sending to {where} failed before the message was handed over: "
                     f"{type(err).__name__}: {err}"
                 ) from err
-            self._data(smtp, message, utf8=utf8)
+            # The server waits for the body. Should the mark fail (another attempt
+            # took the delivery), hanging up now discards the message: a QUIT
+            # would be read as a line of it.
+            polite = False
+            point_of_no_return()
+            code, reply = self._body(smtp, message, utf8=utf8)
+            polite = True
+            if code != 250:
+                raise _classify(code, reply)
         finally:
-            with contextlib.suppress(Exception):
-                smtp.quit()
+            if polite:
+                with contextlib.suppress(Exception):
+                    smtp.quit()
             smtp.close()
         return email.message_id
 
@@ -104,20 +118,29 @@ class SmtpProvider:
             raise _classify(code, reply)
 
     @staticmethod
-    def _data(smtp: smtplib.SMTP, message: EmailMessage, *, utf8: bool) -> None:
-        """Once the message is handed over, a lost connection leaves its fate unknown."""
-        # SMTP lines end in CRLF (smtplib leaves bytes as they are).
+    def _start_data(smtp: smtplib.SMTP) -> None:
+        """DATA, up to the server's 354: still nothing handed over."""
+        code, reply = smtp.docmd("DATA")
+        if code != 354:
+            raise _classify(code, reply)
+
+    @staticmethod
+    def _body(smtp: smtplib.SMTP, message: EmailMessage, *, utf8: bool) -> tuple[int, bytes]:
+        """The body and the server's verdict on it; once the body is on its way, a
+        lost connection leaves the message's fate unknown."""
+        # SMTP lines end in CRLF (the policies write them); a line starting
+        # with a dot gets another (RFC 5321 4.5.2), and a lone dot ends it.
         wire = message.as_bytes(policy=SMTPUTF8 if utf8 else SMTP)
+        wire = re.sub(rb"(?m)^\.", b"..", wire)
+        if not wire.endswith(b"\r\n"):
+            wire += b"\r\n"
         try:
-            code, reply = smtp.data(wire)
-        except smtplib.SMTPResponseException as err:
-            raise _classify(err.smtp_code, err.smtp_error) from err
+            smtp.send(wire + b".\r\n")
+            return smtp.getreply()
         except Exception as err:
             raise AmbiguousSendError(
                 f"connection lost while handing over the message: {err}"
             ) from err
-        if code != 250:
-            raise _classify(code, reply)
 
 
 # Authentication and policy replies that a fixed configuration (a rotated

@@ -41,6 +41,7 @@ class TeamsConfig:
 
 class TeamsWebhook:
     name = "teams"
+    marks_handover = True
     channel = "chat"
 
     def __init__(self, config: TeamsConfig) -> None:

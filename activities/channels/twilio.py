@@ -60,6 +60,7 @@ class TwilioConfig:
 
 class TwilioSms:
     name = "twilio"
+    marks_handover = True
     channel = "sms"
 
     def __init__(self, config: TwilioConfig) -> None:

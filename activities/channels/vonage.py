@@ -63,6 +63,7 @@ class VonageConfig:
 
 class VonageSms:
     name = "vonage"
+    marks_handover = True
     channel = "sms"
 
     def __init__(self, config: VonageConfig) -> None:

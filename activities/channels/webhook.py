@@ -39,6 +39,7 @@ class WebhookConfig:
 
 class StandardWebhook:
     name = "webhook"
+    marks_handover = True
     channel = "webhook"
 
     def __init__(self, config: WebhookConfig) -> None:
