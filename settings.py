@@ -216,6 +216,11 @@ class Settings(BaseSettings):
         return self.data_dir / "provider-outbox.jsonl"
 
     @property
+    def receipts_dir(self) -> Path:
+        """Sends a provider accepted that the database has yet to record (see receipts.py)."""
+        return self.data_dir / "receipts"
+
+    @property
     def outbox_dir(self) -> Path:
         """The dev SMTP server's Maildir (used by `tidings dev` and `tidings outbox`)."""
         return self.data_dir / "outbox"

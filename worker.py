@@ -32,6 +32,7 @@ from tidings.activities.contacts import ContactReader
 from tidings.activities.escalations import EscalationDesk, StaffNotifier
 from tidings.activities.journal import JourneyJournal
 from tidings.activities.policy import PolicyGate
+from tidings.activities.receipts import Receipts
 from tidings.activities.send import MessageSender
 from tidings.catalog import Catalog
 from tidings.codec import key_ring
@@ -162,6 +163,7 @@ async def running_workers(parts: WorkerParts) -> AsyncIterator[list[Worker]]:
         status_callbacks={
             "twilio": f"{settings.public_url.rstrip('/')}/callbacks/twilio/status",
         },
+        receipts=Receipts(settings.receipts_dir),
     )
     desk = ApprovalDesk(
         db=parts.database,

@@ -39,6 +39,7 @@ from tidings.activities.metrics import (
     record_lag,
     record_send,
 )
+from tidings.activities.receipts import Receipt, Receipts
 from tidings.db import audit, deliveries, delivery_events, suppressions
 from tidings.db.engine import Database
 from tidings.db.policy_facts import load_facts
@@ -79,6 +80,7 @@ class MessageSender:
         email_fallbacks: Sequence[EmailProvider] = (),
         attempts_per_provider: int = 3,
         status_callbacks: Mapping[str, str] | None = None,
+        receipts: Receipts | None = None,
     ) -> None:
         self._db = db
         self._composer = composer
@@ -89,6 +91,7 @@ class MessageSender:
         self._providers = dict(providers or {})
         self._attempts_per_provider = attempts_per_provider
         self._status_callbacks = dict(status_callbacks or {})
+        self._receipts = receipts
 
     @activity.defn(name="send_email")
     def send_email(self, input: SendInput) -> SendResult:
@@ -102,6 +105,9 @@ class MessageSender:
             return self._send(input)
 
     def _send(self, input: SendInput) -> SendResult:
+        recovered = self._recover(input.idempotency_key)
+        if recovered is not None:
+            return recovered
         channel = input.channel
         new = deliveries.NewDelivery(
             idempotency_key=input.idempotency_key,
@@ -217,6 +223,34 @@ class MessageSender:
             switching=switching,
             evidence=evidence,
         )
+
+    def _recover(self, idempotency_key: str) -> SendResult | None:
+        """An earlier attempt's send the provider accepted and the database never
+        heard of (the worker died in between): recorded from its receipt."""
+        if self._receipts is None:
+            return None
+        receipt = self._receipts.find(idempotency_key)
+        if receipt is None:
+            return None
+        with self._db.session() as session:
+            delivery = deliveries.find(session=session, idempotency_key=idempotency_key)
+        if delivery is not None and delivery.status in (deliveries.SENDING, deliveries.UNCERTAIN):
+            self._finish(
+                delivery,
+                deliveries.SENT,
+                None,
+                receipt.provider,
+                receipt.content_sha256,
+                reported=("accepted", None),
+                provider_message_id=receipt.provider_message_id,
+            )
+            log.info("send recorded from its receipt", delivery_id=delivery.id)
+            with self._db.session() as session:
+                delivery = deliveries.find(session=session, idempotency_key=idempotency_key)
+        self._receipts.discard(idempotency_key)
+        if delivery is None or delivery.status not in deliveries.FINAL:
+            return None
+        return _result(delivery)
 
     def _pick(self, providers: Sequence[P]) -> tuple[P, bool]:
         """This attempt's provider, and whether the next attempt moves to another one."""
@@ -382,6 +416,11 @@ class MessageSender:
             self._finish(delivery, deliveries.UNCERTAIN, str(err), provider, evidence)
             bound.error("send uncertain", error=str(err))
             return SendResult(delivery_id=delivery.id, status="uncertain", detail=str(err))
+        if self._receipts is not None:
+            self._receipts.keep(
+                delivery.idempotency_key,
+                Receipt(provider, provider_id, evidence, accepted_at=_now()),
+            )
         measured("sent")
         due = delivery.scheduled_at
         record_lag(delivery.channel, delivery.purpose, (_now() - due).total_seconds())
@@ -394,6 +433,8 @@ class MessageSender:
             reported=("accepted", None),
             provider_message_id=provider_id,
         )
+        if self._receipts is not None:
+            self._receipts.discard(delivery.idempotency_key)
         bound.info("sent")
         return SendResult(delivery_id=delivery.id, status="sent")
 

@@ -24,6 +24,7 @@ from tidings import naming
 from tidings.activities import metrics
 from tidings.activities.channels import ChannelProvider, EmailProvider
 from tidings.activities.channels.smtp import SmtpConfig, SmtpProvider
+from tidings.activities.receipts import Receipts
 from tidings.activities.send import MessageSender
 from tidings.catalog import Catalog
 from tidings.connection import dynamic_config_flags, register_search_attributes
@@ -129,6 +130,7 @@ def make_sender(
         providers=providers,
         email_fallbacks=email_fallbacks or [],
         attempts_per_provider=config.provider_attempts,
+        receipts=Receipts(config.receipts_dir),
     )
 
 

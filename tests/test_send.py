@@ -14,6 +14,7 @@ from support import AUDIT_KEY, Stack, activity_env, make_sender
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
+from tidings.activities.receipts import Receipt, Receipts
 from tidings.activities.send import MessageSender
 from tidings.db.contacts import upsert_contact
 from tidings.db.engine import Database
@@ -202,6 +203,36 @@ def test_an_attempt_that_died_before_handing_over_is_sent_by_the_next(
     assert len(smtp_messages(smtp)) == 1
     [row] = rows(database)
     assert (row.status, row.attempts) == ("sent", 2)
+
+
+def test_a_send_accepted_but_never_recorded_is_recorded_from_its_receipt(
+    sender: MessageSender, smtp: SmtpSink, database: Database, tmp_path: Path
+) -> None:
+    """Killed after the server's 250, while waiting to record it: the receipt tells."""
+    left_by_a_dead_attempt(database, "sending")
+    receipts = Receipts(tmp_path / "receipts")
+    receipts.keep(
+        "journey/cart/c1/1/reminder/1",
+        Receipt("smtp", "<m1@acme.example>", "digest", accepted_at=NOW),
+    )
+    result = activity_env(attempt=2).run(sender.send_email, send_input())
+
+    assert (result.status, result.delivery_id) == ("sent", "d-crashed")
+    assert smtp_messages(smtp) == []  # not sent again
+    [row] = rows(database)
+    assert (row.status, row.provider, row.provider_message_id) == (
+        "sent",
+        "smtp",
+        "<m1@acme.example>",
+    )
+    assert list((tmp_path / "receipts").iterdir()) == []
+
+
+def test_a_recorded_send_leaves_no_receipt(
+    sender: MessageSender, smtp: SmtpSink, database: Database, tmp_path: Path
+) -> None:
+    assert activity_env().run(sender.send_email, send_input()).status == "sent"
+    assert list((tmp_path / "receipts").iterdir()) == []
 
 
 def status_of(database: Database) -> tuple[str, int]:
