@@ -56,8 +56,9 @@ class SmtpProvider:
         self.config = config
 
     def send(self, email: OutgoingEmail) -> str:
-        message = compose(email)
         utf8 = not (email.sender.isascii() and email.to.isascii())
+        # Ready before the point of no return, so little but the write comes after it.
+        wire = _wire(compose(email), utf8=utf8)
         where = f"{self.config.host}:{self.config.port}"
         smtp = smtplib.SMTP(timeout=self.config.timeout_seconds)
         polite = True
@@ -84,7 +85,7 @@ class SmtpProvider:
             # would be read as a line of it.
             polite = False
             point_of_no_return()
-            code, reply = self._body(smtp, message, utf8=utf8)
+            code, reply = self._body(smtp, wire)
             polite = True
             if code != 250:
                 raise _classify(code, reply)
@@ -125,22 +126,27 @@ class SmtpProvider:
             raise _classify(code, reply)
 
     @staticmethod
-    def _body(smtp: smtplib.SMTP, message: EmailMessage, *, utf8: bool) -> tuple[int, bytes]:
+    def _body(smtp: smtplib.SMTP, wire: bytes) -> tuple[int, bytes]:
         """The body and the server's verdict on it; once the body is on its way, a
         lost connection leaves the message's fate unknown."""
-        # SMTP lines end in CRLF (the policies write them); a line starting
-        # with a dot gets another (RFC 5321 4.5.2), and a lone dot ends it.
-        wire = message.as_bytes(policy=SMTPUTF8 if utf8 else SMTP)
-        wire = re.sub(rb"(?m)^\.", b"..", wire)
-        if not wire.endswith(b"\r\n"):
-            wire += b"\r\n"
         try:
-            smtp.send(wire + b".\r\n")
+            smtp.send(wire)
             return smtp.getreply()
         except Exception as err:
             raise AmbiguousSendError(
                 f"connection lost while handing over the message: {err}"
             ) from err
+
+
+def _wire(message: EmailMessage, *, utf8: bool) -> bytes:
+    """The message as DATA carries it, up to and including the final lone dot."""
+    # SMTP lines end in CRLF (the policies write them); a line starting with a
+    # dot gets another (RFC 5321 4.5.2), and a lone dot ends the message.
+    wire = message.as_bytes(policy=SMTPUTF8 if utf8 else SMTP)
+    wire = re.sub(rb"(?m)^\.", b"..", wire)
+    if not wire.endswith(b"\r\n"):
+        wire += b"\r\n"
+    return wire + b".\r\n"
 
 
 # Authentication and policy replies that a fixed configuration (a rotated
