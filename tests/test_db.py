@@ -175,7 +175,9 @@ def test_an_entry_that_never_recorded_its_exit_is_closed_as_abandoned(db: Databa
     assert [(r.entry, r.outcome) for r in runs] == [(1, "abandoned"), (2, None)]
 
 
-def test_racing_claims_of_one_delivery_send_once(db: Database) -> None:
+def test_racing_attempts_at_one_delivery_hand_it_over_once(db: Database) -> None:
+    """Each attempt may take a row nothing was handed over from, but only one passes
+    the point of no return: whichever took it last, or marked it first."""
     new = deliveries.NewDelivery(
         idempotency_key="journey/cart/c1/1/reminder/1",
         contact_key="c1",
@@ -187,24 +189,30 @@ def test_racing_claims_of_one_delivery_send_once(db: Database) -> None:
         topic="cart",
         scheduled_at=NOW,
     )
-    verdicts: list[str] = []
+    handed_over: list[bool] = []
     barrier = threading.Barrier(8)
 
-    def claim() -> None:
+    def attempt() -> None:
         barrier.wait()
         with db.session() as session:
-            verdicts.append(
-                deliveries.claim(
-                    session=session, new=new, to_address="a@example.com", now=NOW, counted_at=NOW
-                ).verdict
+            claim = deliveries.claim(
+                session=session, new=new, to_address="a@example.com", now=NOW, counted_at=NOW
             )
+        if claim.verdict == "send":
+            with db.session() as session:
+                handed_over.append(
+                    deliveries.hand_over(session=session, delivery=claim.delivery, now=NOW)
+                )
 
-    threads = [threading.Thread(target=claim) for _ in range(8)]
+    threads = [threading.Thread(target=attempt) for _ in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert sorted(verdicts) == ["done"] * 7 + ["send"]
+    assert handed_over.count(True) == 1
+    with db.session() as session:
+        row = deliveries.find(session=session, idempotency_key=new.idempotency_key)
+    assert row is not None and row.status in ("sending", "uncertain")
 
 
 @pytest.mark.postgres
