@@ -6,7 +6,7 @@ sends exists and is valid; nothing starts from a catalog with problems.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,8 @@ from tidings.content.files import Brand, TemplateSource, load_library
 from tidings.errors import SpecError
 from tidings.models.journey import EscalateStep, Journey, journey_problems
 from tidings.models.policy import PolicyConfig
+from tidings.models.segment import Segment, unknown_segment_problems
+from tidings.segment_files import load_segments
 from tidings.settings import Settings
 from tidings.yamlspec import line_at, read_yaml, validate_yaml
 
@@ -33,21 +35,28 @@ class Catalog:
     journey_files: Mapping[str, Path] = field(default_factory=dict)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     brand: Brand = field(default_factory=Brand)
+    segments: Mapping[str, Segment] = field(default_factory=dict)
+    """Named segments journeys' conditions may ask about (`contact.in_segment`)."""
 
     @classmethod
     def load(
-        cls, journeys_dir: Path, templates_dir: Path, policy_file: Path | None = None
+        cls,
+        journeys_dir: Path,
+        templates_dir: Path,
+        policy_file: Path | None = None,
+        segments_dir: Path | None = None,
     ) -> Catalog:
         policy = load_policy(policy_file) if policy_file is not None else PolicyConfig()
         library = load_library(templates_dir)
         templates = library.templates
+        segments = load_segments(segments_dir) if segments_dir is not None else {}
         paths = spec_files(journeys_dir)
         journeys: dict[str, Journey] = {}
         files: dict[str, Path] = {}
         problems: list[str] = []
         for path in paths:
             try:
-                journey = load_journey(path, templates)
+                journey = load_journey(path, templates, segments)
             except SpecError as err:
                 problems.extend(err.problems)
                 continue
@@ -66,11 +75,17 @@ class Catalog:
             journey_files=files,
             policy=policy,
             brand=library.brand,
+            segments=segments,
         )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Catalog:
-        return cls.load(settings.journeys_dir, settings.templates_dir, settings.policy_file)
+        return cls.load(
+            settings.journeys_dir,
+            settings.templates_dir,
+            settings.policy_file,
+            segments_dir=settings.segments_dir,
+        )
 
     def triggered_by(self, event: str) -> list[Journey]:
         return [j for j in self.journeys.values() if j.trigger.event == event]
@@ -95,10 +110,13 @@ def load_policy(path: Path) -> PolicyConfig:
     return validate_yaml(PolicyConfig, data or {}, node, path, label=None)
 
 
-def load_journey(path: Path, templates: Mapping[str, TemplateSource]) -> Journey:
+def load_journey(
+    path: Path, templates: Mapping[str, TemplateSource], segments: Collection[str] = ()
+) -> Journey:
+    """A valid journey; its conditions may name only the given segments."""
     data, node = read_yaml(path)
     journey = validate_yaml(Journey, data, node, path, label=_step_label)
-    problems = journey_problems(journey)
+    problems = journey_problems(journey) + unknown_segment_problems(journey, segments)
     known = ", ".join(sorted(templates)) or "none"
     for step in journey.sends():
         name = step.send.template
@@ -156,12 +174,16 @@ def _escalation_template_problems(
     return problems
 
 
-def validate_files(paths: Iterable[Path], templates: Mapping[str, TemplateSource]) -> list[str]:
+def validate_files(
+    paths: Iterable[Path],
+    templates: Mapping[str, TemplateSource],
+    segments: Collection[str] = (),
+) -> list[str]:
     """Problems in the given journey files (an empty list means all are valid)."""
     problems: list[str] = []
     for path in paths:
         try:
-            load_journey(path, templates)
+            load_journey(path, templates, segments)
         except SpecError as err:
             problems.extend(err.problems)
     return problems

@@ -32,6 +32,19 @@ class UnknownContactError(TidingsError):
         )
 
 
+class UnknownReferenceError(UnknownContactError):
+    """A `kind:value` reference (email:..., external:stripe:...) that no contact has."""
+
+    def __init__(self, reference: str) -> None:
+        self.contact_key = reference
+        TidingsError.__init__(
+            self,
+            f"no contact has the identity {reference!r}; give it to the contact first "
+            "(`tidings identify KEY` with it, or client.identify), or name the contact "
+            "by its key",
+        )
+
+
 def input_error(what: str, err: ValidationError) -> InputError:
     """One InputError listing each invalid field of `what` and why."""
     lines = []

@@ -26,6 +26,7 @@ def send_task_queue(channel: str) -> str:
 JOURNEY_WORKFLOW = "Journey"
 EVENT_SIGNAL = "event"
 RECHECK_SIGNAL = "recheck"
+CONTACT_MERGED_SIGNAL = "contact_merged"
 DECIDE_UPDATE = "decide"
 APPROVAL_WORKFLOW = "ApprovalGate"
 STATUS_QUERY = "status"

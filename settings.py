@@ -18,7 +18,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tidings.errors import TidingsError
-from tidings.models.contact import TimeZoneName
+from tidings.models.contact import PhoneRegion, TimeZoneName
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     )
     journeys_dir: Path = Field(default=PACKAGE_DIR / "journeys")
     templates_dir: Path = Field(default=PACKAGE_DIR / "templates")
+    segments_dir: Path = Field(
+        default=PACKAGE_DIR / "segments",
+        description="Named segments that journeys' conditions ask about (contact.in_segment).",
+    )
     policy_file: Path = Field(default=PACKAGE_DIR / "policy.yaml")
     directory_file: Path = Field(
         default=PACKAGE_DIR / "directory.yaml",
@@ -75,6 +79,15 @@ class Settings(BaseSettings):
     )
     http_host: str = "127.0.0.1"
     http_port: int = 8080
+    write_keys: str = Field(
+        default="",
+        description="The HTTP event API's write keys: `name:key` or `name:key:rate` (messages "
+        "per second) entries, separated by commas. Empty: the API refuses every call "
+        "(`tidings dev` makes a `dev` key).",
+    )
+    ingest_rate_limit: float = Field(
+        default=1000, ge=0, description="Messages per second per write key; 0: no limit."
+    )
     metrics_bind: str = Field(
         default="",
         description="host:port where the worker serves Prometheus metrics (/metrics): "
@@ -82,6 +95,11 @@ class Settings(BaseSettings):
     )
     default_timezone: TimeZoneName = Field(
         default="UTC", description="Time zone of contacts that have none."
+    )
+    default_phone_region: PhoneRegion = Field(
+        default="",
+        description="Country (GB, US) whose numbering phone numbers written without + "
+        "follow; empty: such numbers are refused.",
     )
 
     smtp_host: str = "127.0.0.1"

@@ -146,7 +146,11 @@ async def running_workers(parts: WorkerParts) -> AsyncIterator[list[Worker]]:
     providers = channel_providers(settings, parts.database)
     directory = load_directory(settings.directory_file)
     journal = JourneyJournal(parts.database)
-    reader = ContactReader(parts.database, default_timezone=settings.default_timezone)
+    reader = ContactReader(
+        parts.database,
+        default_timezone=settings.default_timezone,
+        segments=parts.catalog.segments,
+    )
     gate = PolicyGate(
         parts.database, parts.catalog.policy, default_timezone=settings.default_timezone
     )

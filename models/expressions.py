@@ -38,6 +38,10 @@ STEP_ROOTS = ("contact", "trigger", "event", "properties", "received")
 events the journey has received by name."""
 
 
+SEGMENT_CALL = "in_segment"
+"""`contact.in_segment('at-risk')`: whether the contact is in a named segment (segments/)."""
+
+
 class ExpressionError(ValueError):
     """An expression is malformed, names a field that cannot exist, or failed."""
 
@@ -100,6 +104,57 @@ def fields_read(source: str) -> tuple[FieldRef, ...]:
     return tuple(found)
 
 
+@lru_cache(maxsize=1024)
+def segments_read(source: str) -> tuple[str, ...]:
+    """The segments `source` asks about with `contact.in_segment('name')`, in order.
+
+    Membership is data from the database, so the caller (a trigger's router, the
+    activity that loads a step's contact) computes it for exactly these names.
+    """
+    names: list[str] = []
+    for call in _segment_calls(_parse(source)):
+        arg = call.args[0] if len(call.args) == 1 else None
+        if (
+            call.kwargs
+            or call.dyn_args
+            or call.dyn_kwargs
+            or not isinstance(arg, nodes.Const)
+            or not isinstance(arg.value, str)
+        ):
+            raise ExpressionError(
+                f"{source!r}: contact.{SEGMENT_CALL} takes one segment name in quotes, "
+                f"e.g. contact.{SEGMENT_CALL}('at-risk')"
+            )
+        if arg.value not in names:
+            names.append(arg.value)
+    return tuple(names)
+
+
+def _segment_calls(tree: nodes.Expr) -> list[nodes.Call]:
+    """Every `contact.in_segment(...)` call in the tree, the tree itself included."""
+    return [
+        call
+        for call in (tree, *tree.find_all(nodes.Call))
+        if isinstance(call, nodes.Call)
+        and isinstance(call.node, nodes.Getattr)
+        and call.node.attr == SEGMENT_CALL
+        and isinstance(call.node.node, nodes.Name)
+        and call.node.node.name == "contact"
+    ]
+
+
+def _check_segment_calls(source: str, refs: tuple[FieldRef, ...]) -> None:
+    """`contact.in_segment` is only ever called, with a segment name (see segments_read)."""
+    segments_read(source)
+    uses = [ref for ref in refs if ref.root == "contact" and ref.path[:1] == (SEGMENT_CALL,)]
+    calls = _segment_calls(_parse(source))
+    if len(uses) != len(calls) or any(ref.path != (SEGMENT_CALL,) for ref in uses):
+        raise ExpressionError(
+            f"{source!r} uses contact.{SEGMENT_CALL} without calling it; "
+            f"write contact.{SEGMENT_CALL}('segment-name')"
+        )
+
+
 def check_expression(
     source: str,
     *,
@@ -124,12 +179,15 @@ def check_expression(
                 f"{source!r} reads {node.attr!r}; attributes starting with _ are not allowed"
             )
     refs = fields_read(source)
+    _check_segment_calls(source, refs)
     for ref in refs:
         if ref.root not in roots:
             raise ExpressionError(
                 f"{source!r} uses {ref.root!r}, which is not available here; "
                 f"use one of: {', '.join(roots)}"
             )
+        if ref.root == "contact" and ref.path == (SEGMENT_CALL,):
+            continue
         first = ref.path[0] if ref.path else None
         if ref.root == "contact" and ref.path in ((), ("traits",)):
             raise ExpressionError(
@@ -169,6 +227,15 @@ def _trigger_property(ref: FieldRef, roots: tuple[str, ...]) -> str | None:
     return None
 
 
+class ContactValues(dict[str, Any]):
+    """A contact as conditions see it: its fields, and `in_segment(name)`, answered
+    from the memberships loaded with it under "segments" (never from the database)."""
+
+    def in_segment(self, name: str) -> bool:
+        segments = self.get("segments")
+        return bool(isinstance(segments, Mapping) and segments.get(name, False))
+
+
 @lru_cache(maxsize=1024)
 def _compiled(source: str) -> Any:
     return _ENV.compile_expression(source, undefined_to_none=False)
@@ -183,6 +250,8 @@ def evaluate(source: str, context: Mapping[str, Any]) -> bool:
     values = dict(context)
     if "received" in values:
         values["received"] = Counter(values["received"])
+    if isinstance(values.get("contact"), Mapping):
+        values["contact"] = ContactValues(values["contact"])
     try:
         return bool(_compiled(source)(**values))
     except UndefinedError:

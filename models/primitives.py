@@ -35,6 +35,13 @@ def _check_contact_key(value: str) -> str:
             "in workflow ids and search attributes, so use your internal customer id or a "
             "random id, and pass addresses with --email/--phone"
         )
+    kind = value.partition(":")[0]
+    if ":" in value and kind in REFERENCE_KINDS:
+        raise ValueError(
+            f"the contact key {value[:40]!r} starts with {kind + ':'!r}, which names an "
+            f"identity ({kind}:VALUE) rather than a key; keys may not start with "
+            f"{', '.join(k + ':' for k in REFERENCE_KINDS)}. Use your internal customer id"
+        )
     if not _CONTACT_KEY.fullmatch(value):
         size = "empty" if not value else f"{len(value)} characters long"
         raise ValueError(
@@ -44,6 +51,10 @@ def _check_contact_key(value: str) -> str:
     return value
 
 
+REFERENCE_KINDS = ("email", "phone", "device", "push", "anonymous", "external")
+"""A contact reference `kind:value` names a contact by one of its identities; a key
+never starts with one of these kinds and a colon, so a reference and a key cannot be
+mistaken for each other (see `tidings.identities`)."""
 _CONTACT_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 CONTACT_KEY_RULE = "1-128 characters from A-Z a-z 0-9 _ . : - starting with a letter or digit"
 # Keys appear in workflow ids and search attributes, which are not encrypted:

@@ -40,8 +40,9 @@ def _json() -> Any:
 
 SCHEMA_VERSION = 7
 """Raise with every change to these tables; a database of another version is refused.
-7: identities, merges, the ingest queue, imports and segments (issue 9). 6: the audit log's hash chains. 5: holds, approval gates and decisions, escalations.
-4: the in-app inbox, deliveries.provider, delivery_events."""
+7: identities, merges, the ingest queue and imports (issue 9). 6: the audit log's hash
+chains. 5: holds, approval gates and decisions, escalations. 4: the in-app inbox,
+deliveries.provider, delivery_events."""
 
 
 class SchemaInfo(SQLModel, table=True):
@@ -63,21 +64,48 @@ class Contact(SQLModel, table=True):
     locale: str | None = Field(default=None, max_length=35)
     jurisdiction: str | None = Field(default=None, max_length=8)
     traits: dict[str, Any] = _json()
+    trait_times: dict[str, Any] = _json()
+    """When each trait was last set (ISO time): a merge keeps the newer value of each."""
+    anonymous: bool = False
+    """Created for an anonymous id alone (a generated key): merged into the user it
+    turns out to be by `contact_for` or `alias`."""
+    merged_into: str | None = Field(default=None, max_length=128, index=True)
+    """Set once merged: a tombstone, whose key resolves to the surviving contact."""
     created_at: datetime = _time()
     updated_at: datetime = _time()
 
 
 class ContactIdentity(SQLModel, table=True):
-    """An email, phone number or push token of a contact; one contact may have several."""
+    """An email, phone, device, push token, anonymous id or external id (per source
+    system) of a contact; one contact may have several, each belongs to one contact."""
 
     __tablename__ = "contact_identities"
-    __table_args__ = (UniqueConstraint("kind", "value", name="uq_identity_kind_value"),)
+    __table_args__ = (
+        UniqueConstraint("kind", "source", "value", name="uq_identity_kind_source_value"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     contact_key: str = Field(foreign_key="contacts.key", index=True, max_length=128)
     kind: str = Field(max_length=16)
+    source: str = Field(default="", max_length=32)
+    """The system an external id belongs to (stripe, salesforce...); "" for other kinds."""
     value: str = Field(max_length=320)
     created_at: datetime = _time()
+
+
+class ContactMerge(SQLModel, table=True):
+    """Two contacts found to be one person: `merged` became a tombstone of `survivor`.
+    Never updated; listed by `tidings contacts merges KEY`."""
+
+    __tablename__ = "contact_merges"
+
+    id: int | None = Field(default=None, primary_key=True)
+    survivor: str = Field(max_length=128, index=True)
+    merged: str = Field(max_length=128, unique=True)
+    evidence: str = Field(max_length=500)
+    moved: dict[str, Any] = _json()
+    """What moved to the survivor: counts by kind, traits taken, journeys continued/ended."""
+    merged_at: datetime = _time()
 
 
 class EventRecord(SQLModel, table=True):
@@ -93,6 +121,32 @@ class EventRecord(SQLModel, table=True):
     occurred_at: datetime = _time()
     received_at: datetime = _time()
     routed_at: datetime | None = _time(nullable=True)
+
+
+class ImportRecord(SQLModel, table=True):
+    """A file imported by `tidings import contacts|events`, known by its content hash:
+    the checkpoint a re-run of the same file continues after (`rows_done`)."""
+
+    __tablename__ = "imports"
+
+    content_hash: str = Field(primary_key=True, max_length=64)
+    """SHA-256 of the file's bytes, hex."""
+    kind: str = Field(primary_key=True, max_length=8)
+    """contacts or events."""
+    path: str = Field(max_length=1024)
+    """Where the file was read from last (the hash, not the path, names the import)."""
+    route: bool = False
+    """Events only: routed into journeys (True) or recorded only; a resumed run keeps it."""
+    rows_total: int = 0
+    rows_done: int = 0
+    """Rows 1..rows_done are settled: accepted or rejected, and counted below."""
+    accepted: int = 0
+    already_known: int = 0
+    """Accepted rows whose event id had been recorded before (nothing new written)."""
+    rejected: int = 0
+    started_at: datetime = _time()
+    updated_at: datetime = _time()
+    finished_at: datetime | None = _time(nullable=True)
 
 
 class JourneyRun(SQLModel, table=True):
@@ -511,3 +565,32 @@ class ApprovalNotice(SQLModel, table=True):
     user: str = Field(max_length=64)
     round: int
     sent_at: datetime = _time()
+
+
+class IngestMessage(SQLModel, table=True):
+    """A message the HTTP event API accepted, kept until it is routed or found dead.
+
+    Written before the API answers 200, so an accepted message survives a crash;
+    (write key, messageId) makes a retried request a no-op; `stream` (the sender's
+    userId or anonymousId) keeps one person's messages in order while routing."""
+
+    __tablename__ = "ingest_queue"
+    __table_args__ = (
+        UniqueConstraint("write_key", "message_id", name="uq_ingest_write_key_message"),
+        Index("ix_ingest_state_stream", "state", "stream"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    write_key: str = Field(max_length=32)
+    """The write key's name (never the key itself)."""
+    message_id: str = Field(max_length=100)
+    kind: str = Field(max_length=16)
+    stream: str = Field(max_length=320)
+    payload: dict[str, Any] = _json()
+    state: str = Field(default="pending", max_length=8, index=True)
+    """pending, routed, or dead (can never route: `last_error` says why)."""
+    attempts: int = 0
+    last_error: str | None = Field(default=None, max_length=1000)
+    received_at: datetime = _time()
+    next_attempt_at: datetime = _time()
+    routed_at: datetime | None = _time(nullable=True)

@@ -62,6 +62,8 @@ class JourneyState(BaseModel):
     """The approval gate open at the current step, if any."""
     escalations: list[RunningEscalation] = []
     """Escalations started by this entry that its resolving events must still reach."""
+    merged_into: str | None = None
+    """The contact this entry's contact was merged into: every later step addresses it."""
 
 
 class JourneyInput(BaseModel):
@@ -72,6 +74,14 @@ class JourneyInput(BaseModel):
     trigger: JourneyEvent
     history_event_limit: int = Field(default=2_000, ge=20)
     state: JourneyState | None = None
+
+
+class ContactMergedInput(BaseModel):
+    """The `contact_merged` signal: the journey's contact is now part of `survivor`."""
+
+    survivor: str
+    end: bool = False
+    """The survivor is in this journey too: this entry ends (no message twice)."""
 
 
 class JourneyResult(BaseModel):
@@ -126,6 +136,10 @@ class ExitJourneyInput(BaseModel):
 class LoadContactInput(BaseModel):
     contact_key: str
     traits: list[str] = []
+    segments: list[str] = []
+    """Segments whose membership the step needs (`contact.in_segment`)."""
+    now: AwareDatetime | None = None
+    """The workflow's time: segments' event windows end here. Set with `segments`."""
 
 
 class PolicyCheckInput(BaseModel):

@@ -14,16 +14,21 @@ from tidings.catalog import Catalog, validate_files
 from tidings.connection import connect
 from tidings.content.files import load_library
 from tidings.logs import configure_logging
+from tidings.segment_files import load_segments
 from tidings.settings import Settings
 from tidings.starter import (
     cli_approvals,
     cli_audit,
     cli_bounces,
+    cli_contacts,
     cli_escalations,
     cli_holds,
+    cli_import,
     cli_inbox,
+    cli_ingest,
     cli_policy,
     cli_report,
+    cli_segments,
     cli_templates,
 )
 from tidings.starter.cli_support import (
@@ -53,9 +58,13 @@ cli_inbox.register(app)
 cli_report.register(app)
 cli_bounces.register(app)
 cli_holds.register(app)
+cli_import.register(app)
+cli_ingest.register(app)
 cli_approvals.register(app)
 cli_audit.register(app)
 cli_escalations.register(app)
+cli_contacts.register(app)
+cli_segments.register(app)
 
 R = TypeVar("R")
 
@@ -141,6 +150,14 @@ def identify(
     push_token: Annotated[
         list[str] | None, typer.Option(help="A device's push token (repeatable).")
     ] = None,
+    device: Annotated[list[str] | None, typer.Option(help="A device id (repeatable).")] = None,
+    anonymous_id: Annotated[
+        list[str] | None, typer.Option(help="An anonymous (pre-login) id (repeatable).")
+    ] = None,
+    external: Annotated[
+        list[str] | None,
+        typer.Option(help="An id in a source system as SOURCE=ID, e.g. stripe=cus_42."),
+    ] = None,
     timezone: Annotated[str | None, typer.Option(help="IANA time zone.")] = None,
     locale: Annotated[str | None, typer.Option(help="BCP 47 locale, e.g. fr-CA.")] = None,
     jurisdiction: Annotated[
@@ -158,6 +175,9 @@ def identify(
             emails=email or [],
             phones=phone or [],
             push_tokens=push_token or [],
+            devices=device or [],
+            anonymous_ids=anonymous_id or [],
+            external_ids=cli_contacts.parse_external(external or []),
             timezone=timezone,
             locale=locale,
             jurisdiction=jurisdiction,
@@ -170,7 +190,9 @@ def identify(
 @app.command()
 @friendly_errors
 def track(
-    key: Annotated[str, typer.Argument(help="The contact's key.")],
+    key: Annotated[
+        str, typer.Argument(help="The contact's key, or a reference: email:..., phone:+...")
+    ],
     event: Annotated[str, typer.Argument(help="The event name, e.g. signed_up.")],
     prop: Annotated[list[str] | None, typer.Option(help="A property as k=v (repeatable).")] = None,
     event_id: Annotated[
@@ -281,9 +303,14 @@ def journeys_validate(
     paths: Annotated[list[Path], typer.Argument(help="Journey files to check.")],
     data_dir: DataDir = None,
 ) -> None:
-    """Check journey files (and the templates they send) without starting anything."""
+    """Check journey files (the templates they send, the segments they name) without
+    starting anything."""
     settings = settings_for(data_dir)
-    problems = validate_files(paths, load_library(settings.templates_dir).templates)
+    problems = validate_files(
+        paths,
+        load_library(settings.templates_dir).templates,
+        segments=load_segments(settings.segments_dir),
+    )
     for problem in problems:
         typer.echo(f"error: {problem}", err=True)
     if problems:

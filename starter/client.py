@@ -32,21 +32,30 @@ from temporalio.service import RPCError, RPCStatusCode
 from tidings import naming
 from tidings.catalog import Catalog
 from tidings.connection import connect
-from tidings.db import contacts, events, journey_runs
+from tidings.db import contacts, events, identities, journey_runs
 from tidings.db.engine import Database
 from tidings.directory import load_directory
 from tidings.errors import input_error
-from tidings.models.contact import ContactView, IdentifyContact
+from tidings.identities import is_reference
+from tidings.models.contact import ContactView, IdentifyContact, phone_context
 from tidings.models.events import JourneyEvent, TrackEvent
 from tidings.models.journey import Journey
+from tidings.models.merges import MergeOutcome
 from tidings.models.primitives import format_duration
 from tidings.models.workflow_io import JourneyInput, JourneyStatus
 from tidings.settings import Settings
 from tidings.starter.approval_admin import ApprovalAdmin
 from tidings.starter.escalation_admin import EscalationAdmin
 from tidings.starter.hold_admin import HoldAdmin
+from tidings.starter.identity_admin import IdentityAdmin
 from tidings.starter.policy_admin import PolicyAdmin
-from tidings.starter.routing import RoutePlan, check_properties, needs_contact, plan_routes
+from tidings.starter.routing import (
+    RoutePlan,
+    check_properties,
+    needs_contact,
+    plan_routes,
+    trigger_contact,
+)
 from tidings.telemetry import tracer
 from tidings.workflows.journey import JourneyWorkflow
 
@@ -79,6 +88,10 @@ class _Recorded:
     recorded: events.Recorded
     plan: RoutePlan
     refusals: dict[str, str | None]
+    contact_key: str
+    """The live contact (a merged contact's key gives the survivor's)."""
+    adopted: dict[str, str]
+    """Journey -> workflow id of entries started for contacts merged into this one."""
 
 
 class TidingsClient:
@@ -112,6 +125,13 @@ class TidingsClient:
         )
         """Legal holds, pauses and kill switches: set, lift, list."""
         self._clock = clock or _wall_clock
+        self.identities = IdentityAdmin(
+            database,
+            temporal,
+            default_phone_region=settings.default_phone_region,
+            clock=self._clock,
+        )
+        """Contact references, anonymous contacts, aliases and merges."""
 
     @classmethod
     async def connect(
@@ -138,6 +158,9 @@ class TidingsClient:
         emails: Sequence[str] = (),
         phones: Sequence[str] = (),
         push_tokens: Sequence[str] = (),
+        devices: Sequence[str] = (),
+        anonymous_ids: Sequence[str] = (),
+        external_ids: dict[str, str] | None = None,
         timezone: str | None = None,
         locale: str | None = None,
         jurisdiction: str | None = None,
@@ -146,23 +169,53 @@ class TidingsClient:
         """Create or update a contact; traits merge, a trait set to None is removed.
 
         `jurisdiction` (US-FL, CA-ON, DE) selects the law the contact policy applies.
+        `external_ids` are ids in source systems, by system: {"stripe": "cus_42"}.
         """
         try:
-            data = IdentifyContact(
-                key=key,
-                emails=list(emails),
-                phones=list(phones),
-                push_tokens=list(push_tokens),
-                timezone=timezone,
-                locale=locale,
-                jurisdiction=jurisdiction,
-                traits=traits or {},
+            data = IdentifyContact.model_validate(
+                {
+                    "key": key,
+                    "emails": list(emails),
+                    "phones": list(phones),
+                    "push_tokens": list(push_tokens),
+                    "devices": list(devices),
+                    "anonymous_ids": list(anonymous_ids),
+                    "external_ids": external_ids or {},
+                    "timezone": timezone,
+                    "locale": locale,
+                    "jurisdiction": jurisdiction,
+                    "traits": traits or {},
+                },
+                context=phone_context(self.settings.default_phone_region),
             )
         except ValidationError as err:
             raise input_error("contact", err) from None
         return await self._in_session(
             lambda session: contacts.upsert_contact(session=session, data=data, now=_now())
         )
+
+    async def resolve(self, ref: str) -> str:
+        """The key of the contact a reference names: a key (a merged contact's gives the
+        survivor's) or `kind:value`, e.g. `email:ada@example.com`, `phone:+447700900123`,
+        `device:ID`, `push:TOKEN`, `anonymous:ID`, `external:stripe:cus_42`.
+        UnknownContactError when nobody has it."""
+        return await self.identities.resolve(ref)
+
+    async def contact_for(self, *, user_id: str | None, anonymous_id: str | None) -> str:
+        """The contact a Segment call names (userId, anonymousId), created bare if new."""
+        return await self.identities.contact_for(user_id=user_id, anonymous_id=anonymous_id)
+
+    async def alias(self, previous_id: str, user_id: str) -> MergeOutcome:
+        """Segment's alias: the previous id (anonymous id or key) becomes the user's."""
+        return await self.identities.alias(previous_id, user_id)
+
+    async def merge(self, survivor: str, merged: str, *, evidence: str) -> MergeOutcome:
+        """Two contacts are one person: `merged` moves into `survivor` (see db/merges.py)."""
+        return await self.identities.merge(survivor, merged, evidence=evidence)
+
+    async def merges(self, key: str) -> list[MergeOutcome]:
+        """The merges recorded for a contact, on either side."""
+        return await self.identities.merges(key)
 
     async def track(
         self,
@@ -192,6 +245,8 @@ class TidingsClient:
         event_id: str | None,
         occurred_at: datetime | None,
     ) -> TrackResult:
+        if is_reference(key):
+            key = await self.identities.resolve(key)
         try:
             tracked = TrackEvent(
                 contact_key=key,
@@ -212,29 +267,43 @@ class TidingsClient:
         )
 
         def record(session: Session) -> _Recorded:
-            contact = contacts.get_contact(session=session, key=key)
+            live = identities.live_contact(session=session, key=key).key
+            contact = contacts.get_contact(session=session, key=live)
             # Routing is decided before the event is stored: a condition that
             # fails on this event refuses it with nothing written.
             wanted = needs_contact(self.catalog, incoming.name)
-            plan = plan_routes(self.catalog, incoming, contact.model_dump() if wanted else None)
+            values = (
+                trigger_contact(
+                    session=session,
+                    catalog=self.catalog,
+                    contact=contact,
+                    event=incoming.name,
+                    now=now,
+                )
+                if wanted
+                else None
+            )
+            plan = plan_routes(self.catalog, incoming, values)
             recorded = events.record_event(
-                session=session, contact_key=key, event=incoming, now=now
+                session=session, contact_key=live, event=incoming, now=now
             )
             # Reentry is checked here too, in the same transaction; it only saves
             # starting workflows that would refuse the entry in their own clock.
             refusals = {
                 journey.name: journey_runs.reentry_refusal(
                     previous=journey_runs.latest_entry(
-                        session=session, journey=journey.name, contact_key=key
+                        session=session, journey=journey.name, contact_key=live
                     ),
                     reentry=journey.reentry,
                     now=now,
                 )
                 for journey in self.catalog.triggered_by(incoming.name)
             }
-            return _Recorded(recorded, plan, refusals)
+            adopted = identities.adopted_journeys(session=session, key=live)
+            return _Recorded(recorded, plan, refusals, live, adopted)
 
         stored = await self._in_session(record)
+        key = stored.contact_key
         recorded = stored.recorded
         result = TrackResult(event_id=recorded.event.event_id)
         if recorded.already_routed:
@@ -243,6 +312,10 @@ class TidingsClient:
         plan = stored.plan
         result.skipped.update(plan.skipped)
         for journey in plan.trigger:
+            adopted = stored.adopted.get(journey.name)
+            if adopted and await self._signal_adopted(journey, key, adopted, recorded.event):
+                result.triggered.append(journey.name)
+                continue
             refusal = stored.refusals.get(journey.name)
             if refusal is not None and not await self._is_running(journey, key):
                 result.skipped[journey.name] = refusal
@@ -250,7 +323,10 @@ class TidingsClient:
             await self._signal_with_start(journey, key, recorded.event)
             result.triggered.append(journey.name)
         for journey in plan.wake:
-            if await self._signal(journey, key, recorded.event):
+            adopted = stored.adopted.get(journey.name)
+            if await self._signal(journey, key, recorded.event) or (
+                adopted and await self._signal_workflow(adopted, recorded.event)
+            ):
                 result.woke.append(journey.name)
         await self._in_session(
             lambda session: events.mark_routed(
@@ -260,10 +336,15 @@ class TidingsClient:
         return result
 
     async def status(self, key: str) -> list[ContactJourney]:
-        """The journeys the contact is in, with each one's step and what it waits for."""
-        await self._in_session(lambda session: contacts.get_contact(session=session, key=key))
+        """The journeys the contact is in, with each one's step and what it waits for;
+        `key` may be any reference. Entries of contacts merged into it are its own."""
+        key = await self.identities.resolve(key)
         runs = await self._in_session(
-            lambda session: journey_runs.active_runs(session=session, contact_key=key)
+            lambda session: [
+                run
+                for person in identities.person_keys(session=session, key=key)
+                for run in journey_runs.active_runs(session=session, contact_key=person)
+            ]
         )
         # Each journey's workflow id is known, so asking Temporal directly needs no
         # visibility scan; entries the database lists cover journeys since removed.
@@ -328,7 +409,19 @@ class TidingsClient:
 
     async def _signal(self, journey: Journey, key: str, event: JourneyEvent) -> bool:
         """Signal the running entry; False when none runs."""
-        handle = self.temporal.get_workflow_handle(naming.journey_workflow_id(journey.name, key))
+        return await self._signal_workflow(naming.journey_workflow_id(journey.name, key), event)
+
+    async def _signal_adopted(
+        self, journey: Journey, key: str, workflow_id: str, event: JourneyEvent
+    ) -> bool:
+        """Give a trigger to the entry a merged contact started (it continues for this
+        one) unless this contact's own entry runs; False when neither takes it."""
+        if await self._is_running(journey, key):
+            return False
+        return await self._signal_workflow(workflow_id, event)
+
+    async def _signal_workflow(self, workflow_id: str, event: JourneyEvent) -> bool:
+        handle = self.temporal.get_workflow_handle(workflow_id)
         try:
             await handle.signal(naming.EVENT_SIGNAL, event)
         except RPCError as err:

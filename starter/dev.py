@@ -39,12 +39,16 @@ from tidings.directory import load_directory
 from tidings.errors import TidingsError
 from tidings.settings import Settings, keep_secret_file
 from tidings.starter.approval_admin import ApprovalAdmin
+from tidings.starter.client import TidingsClient
 from tidings.starter.codec_http import CODEC_PATH, CodecAccess
+from tidings.starter.ingest_http import IngestApi
+from tidings.starter.ingest_router import IngestRouter, running_router
 from tidings.starter.ports import port_in_use
 from tidings.starter.provider_sink import create_sink_app
 from tidings.starter.service import create_app, running_service
 from tidings.starter.smtp_sink import SmtpSink
 from tidings.starter.template_admin import TemplateAdmin
+from tidings.starter.write_keys import DEV_KEY_FILE, dev_write_key
 from tidings.telemetry import worker_metrics
 from tidings.worker import WorkerParts, serve
 
@@ -200,7 +204,13 @@ async def run_dev(
     ):
         database = Database.for_settings(settings)
         pushed = TemplateAdmin(database, settings).push(actor=DEV_ACTOR)
-        app = dev_app(settings, database, catalog, temporal=client)
+        tidings = TidingsClient(
+            temporal=client, database=database, catalog=catalog, settings=settings
+        )
+        router = IngestRouter(database, tidings)
+        ingest = IngestApi.from_settings(settings, database)
+        ingest.on_accepted = router.wake
+        app = dev_app(settings, database, catalog, temporal=client, ingest=ingest)
         with SmtpSink(settings.outbox_dir, port=ports.smtp) as sink:
             parts = WorkerParts(
                 client=client,
@@ -209,7 +219,10 @@ async def run_dev(
                 database=database,
                 email_provider=SmtpProvider(SmtpConfig(host=sink.host, port=sink.port)),
             )
-            async with running_service(app, host="127.0.0.1", port=ports.http):
+            async with (
+                running_router(router),
+                running_service(app, host="127.0.0.1", port=ports.http),
+            ):
                 announce(_banner(settings, ports, catalog, pushed))
                 await serve(parts, stop)
         database.dispose()
@@ -230,6 +243,7 @@ def dev_settings(settings: Settings, ports: DevPorts) -> Settings:
     return settings.model_copy(
         update={
             "send_drafts": True,
+            "write_keys": settings.write_keys or f"dev:{dev_write_key(settings.data_dir)}",
             "metrics_bind": settings.metrics_bind or f"127.0.0.1:{ports.metrics}",
             "public_url": base,
             "twilio_account_sid": "AC" + "0" * 32,
@@ -269,10 +283,15 @@ def ui_origins(ports: DevPorts) -> list[str]:
 
 
 def dev_app(
-    settings: Settings, database: Database, catalog: Catalog, *, temporal: Client | None = None
+    settings: Settings,
+    database: Database,
+    catalog: Catalog,
+    *,
+    temporal: Client | None = None,
+    ingest: IngestApi | None = None,
 ) -> FastAPI:
-    """The HTTP service, with the vendors' stand-ins mounted under /dev-providers and
-    the approvers' web inbox (deciding needs `temporal`)."""
+    """The HTTP service, with the vendors' stand-ins mounted under /dev-providers, the
+    approvers' web inbox (deciding needs `temporal`) and the event API (with `ingest`)."""
     directory = load_directory(settings.directory_file)
     app = create_app(
         database=database,
@@ -283,6 +302,7 @@ def dev_app(
         public_url=settings.public_url,
         approvals=ApprovalAdmin(database, directory, client=temporal),
         codec=CodecAccess.from_settings(settings),
+        ingest=ingest,
     )
     app.mount(
         DEV_PROVIDERS_PATH,
@@ -321,6 +341,14 @@ def _public_pem(settings: Settings) -> str:
     )
 
 
+def _write_key_note(settings: Settings) -> str:
+    """The dev write key itself (it guards nothing but this machine's dev stack)."""
+    made = settings.data_dir / DEV_KEY_FILE
+    if made.exists() and settings.write_keys == f"dev:{made.read_text().strip()}":
+        return f"write key {made.read_text().strip()}"
+    return "write keys from TIDINGS_WRITE_KEYS"
+
+
 def _banner(settings: Settings, ports: DevPorts, catalog: Catalog, pushed: list[Pushed]) -> str:
     env = ""
     if ports.temporal != DevPorts.temporal:
@@ -347,6 +375,8 @@ def _banner(settings: Settings, ports: DevPorts, catalog: Catalog, pushed: list[
             "(drafts are sent in dev)",
             f"  HTTP service    http://127.0.0.1:{ports.http}  (unsubscribe links, inbox, "
             "callbacks, /docs)",
+            f"  events API      http://127.0.0.1:{ports.http}/v1/batch  (Segment-compatible; "
+            f"{_write_key_note(settings)})",
             f"  approvals       http://127.0.0.1:{ports.http}/approvals  (sign in with "
             "`tidings approvals link USER`)",
             f"  metrics         http://{settings.metrics_bind}/metrics  (Prometheus: tidings' "

@@ -16,6 +16,7 @@ from sqlmodel import Session, col, select
 
 from tidings.db import audit, blackouts, consent, contacts, journey_runs, preferences, suppressions
 from tidings.db.engine import Database
+from tidings.db.identities import live_contact
 from tidings.errors import InputError, input_error
 from tidings.models.contact import normalize_email, normalize_phone
 from tidings.models.policy import (
@@ -83,9 +84,13 @@ class PolicyAdmin:
         """Append a grant, revocation or objection to the contact's ledger."""
 
         def write(session: Session) -> ConsentEntry:
-            contact = contacts.get_contact(session=session, key=change.contact_key)
+            # A merged contact's key speaks for the contact it was merged into.
+            live = live_contact(session=session, key=change.contact_key)
             return consent.record_change(
-                session=session, change=change, jurisdiction=contact.jurisdiction, now=_now()
+                session=session,
+                change=change.model_copy(update={"contact_key": live.key}),
+                jurisdiction=live.jurisdiction,
+                now=_now(),
             )
 
         return await self.database.run(write)
@@ -190,13 +195,12 @@ class PolicyAdmin:
             raise InputError(f"invalid suppression: {err}") from None
 
         def write(session: Session) -> Suppression:
-            if key is not None:
-                contacts.get_contact(session=session, key=key)
+            live = live_contact(session=session, key=key).key if key is not None else None
             return suppressions.suppress(
                 session=session,
                 reason=reason,
                 now=_now(),
-                contact_key=key,
+                contact_key=live,
                 channel=channel,
                 address=address,
                 note=note,
@@ -231,10 +235,9 @@ class PolicyAdmin:
             raise input_error("preference", err) from None
 
         def write(session: Session) -> Preference:
-            contacts.get_contact(session=session, key=key)
             return preferences.set_preference(
                 session=session,
-                contact_key=key,
+                contact_key=live_contact(session=session, key=key).key,
                 channel=channel,
                 topic=topic,
                 subscribed=subscribed,

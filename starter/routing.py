@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
+from sqlmodel import Session
+
 from tidings.catalog import Catalog
+from tidings.db import segments
 from tidings.errors import InputError
+from tidings.models.contact import ContactView
 from tidings.models.events import JourneyEvent, property_problems
-from tidings.models.expressions import ExpressionError, evaluate, fields_read
+from tidings.models.expressions import ExpressionError, evaluate, fields_read, segments_read
 from tidings.models.journey import Journey
 
 
@@ -38,6 +43,29 @@ def needs_contact(catalog: Catalog, name: str) -> bool:
         if journey.trigger.where
         for ref in fields_read(journey.trigger.where)
     )
+
+
+def trigger_contact(
+    *, session: Session, catalog: Catalog, contact: ContactView, event: str, now: datetime
+) -> dict[str, Any]:
+    """The contact as trigger conditions see it, with its membership (at `now`) in the
+    segments those conditions name; the event being routed is not stored yet, so it
+    does not count towards them."""
+    names = {
+        name
+        for journey in catalog.triggered_by(event)
+        if journey.trigger.where
+        for name in segments_read(journey.trigger.where)
+    }
+    values = contact.model_dump()
+    values["segments"] = segments.memberships(
+        session=session,
+        segments=catalog.segments,
+        names=sorted(names),
+        contact_key=contact.key,
+        now=now,
+    )
+    return values
 
 
 def plan_routes(catalog: Catalog, event: JourneyEvent, contact: dict[str, Any] | None) -> RoutePlan:

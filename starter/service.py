@@ -31,7 +31,7 @@ from fastapi import FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from uvicorn import Config, Server
 
-from tidings.catalog import load_policy
+from tidings.catalog import Catalog, load_policy
 from tidings.connection import connect
 from tidings.content.files import load_library
 from tidings.content.unsubscribe import UnsubscribeRequest, read_token
@@ -42,8 +42,11 @@ from tidings.settings import Settings
 from tidings.starter.approval_admin import ApprovalAdmin
 from tidings.starter.approver_web import approver_router
 from tidings.starter.callbacks_http import callbacks_router
+from tidings.starter.client import TidingsClient
 from tidings.starter.codec_http import CODEC_PATH, CodecAccess, codec_app
 from tidings.starter.inbox_http import inbox_router
+from tidings.starter.ingest_http import IngestApi, install_ingest
+from tidings.starter.ingest_router import IngestRouter, running_router
 from tidings.starter.policy_admin import PolicyAdmin
 from tidings.starter.ports import port_in_use
 
@@ -70,13 +73,17 @@ def create_app(
     sendgrid_public_key: str = "",
     approvals: ApprovalAdmin | None = None,
     codec: CodecAccess | None = None,
+    ingest: IngestApi | None = None,
 ) -> FastAPI:
     """`approvals`: serve the approvers' web inbox under /approvals (not mounted without).
-    `codec`: the codec server's keys and callers (without, /codec answers that it is off)."""
+    `codec`: the codec server's keys and callers (without, /codec answers that it is off).
+    `ingest`: serve the HTTP event API under /v1 (starter/ingest_http.py)."""
     app = FastAPI(title="tidings", summary="Durable customer journeys on Temporal")
     app.mount(CODEC_PATH, codec_app(codec or CodecAccess()))
     admin = PolicyAdmin(database, sms_help_text=sms_help_text)
     app.include_router(inbox_router(database, secret_key))
+    if ingest is not None:
+        install_ingest(app, ingest)
     if approvals is not None:
         app.include_router(approver_router(approvals, secret_key=secret_key, public_url=public_url))
     app.include_router(
@@ -175,13 +182,24 @@ button{{font-size:1rem;padding:.5rem 1rem}} .note{{color:#666}}</style>
 
 async def serve_forever(settings: Settings, *, host: str, port: int, stop: asyncio.Event) -> None:
     """`tidings serve`: the service over the configured database, until `stop` is set."""
-    database = Database(settings.database_url)
+    # With the audit key: routing accepted events may merge contacts, which is audited.
+    database = Database.for_settings(settings)
     try:
         library = load_library(settings.templates_dir)
         policy = load_policy(settings.policy_file)
-        # Lazy: the service starts without Temporal; approvers' decisions connect.
+        # Lazy: the service starts without Temporal; approvers' decisions connect, and
+        # accepted events wait in the ingest queue until it can be reached.
         temporal = await connect(settings, lazy=True)
         approvals = ApprovalAdmin(database, load_directory(settings.directory_file), temporal)
+        client = TidingsClient(
+            temporal=temporal,
+            database=database,
+            catalog=Catalog.from_settings(settings),
+            settings=settings,
+        )
+        router = IngestRouter(database, client)
+        ingest = IngestApi.from_settings(settings, database)
+        ingest.on_accepted = router.wake
         app = create_app(
             database=database,
             secret_key=settings.signing_key(),
@@ -192,8 +210,9 @@ async def serve_forever(settings: Settings, *, host: str, port: int, stop: async
             sendgrid_public_key=settings.sendgrid_webhook_key,
             approvals=approvals,
             codec=CodecAccess.from_settings(settings),
+            ingest=ingest,
         )
-        async with running_service(app, host=host, port=port):
+        async with running_router(router), running_service(app, host=host, port=port):
             await stop.wait()
     finally:
         database.dispose()

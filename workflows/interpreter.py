@@ -39,7 +39,7 @@ from tidings.models.approvals import (
 )
 from tidings.models.contact import ContactSnapshot
 from tidings.models.events import JourneyEvent
-from tidings.models.expressions import ExpressionError, evaluate, fields_read
+from tidings.models.expressions import ExpressionError, evaluate, fields_read, segments_read
 from tidings.models.journey import (
     MAX_DIGEST_ITEMS,
     ApproveStep,
@@ -57,6 +57,7 @@ from tidings.models.journey import (
 from tidings.models.policy import Decision
 from tidings.models.primitives import END, format_duration
 from tidings.models.workflow_io import (
+    ContactMergedInput,
     EnterJourneyInput,
     ExitJourneyInput,
     JourneyInput,
@@ -114,6 +115,10 @@ SEND_RETRY = RetryPolicy(
 )
 CONTACT_POLICY_PATCH = "contact-policy-pre-check"
 SEND_PRIORITY_PATCH = "send-priority"
+CONTACT_MERGE_PATCH = "contact-merge"
+"""Journeys whose contact was merged address the survivor (`contact_merged` signal)."""
+SEGMENT_MEMBERSHIP_PATCH = "segment-membership"
+"""Branches naming segments load membership with the contact (`contact.in_segment`)."""
 SEND_PRIORITY = {"critical": 1, "transactional": 2, "service": 3, "marketing": 4}
 """Temporal task priority by purpose (1 runs first): when a provider's queue is
 saturated, a password reset does not wait behind a newsletter."""
@@ -149,6 +154,7 @@ class JourneyInterpreter:
         )
         if input.state is not None:
             self._state = input.state
+            self._contact_key = input.state.merged_into or input.contact_key
         else:
             first = input.journey.steps[0].id
             self._state = JourneyState(
@@ -175,6 +181,17 @@ class JourneyInterpreter:
                 self._exit = ("converted", f"{event.name} within {format_duration(goal.within)}")
             else:
                 self._exit = ("exited", f"{event.name} after the goal window")
+
+    def contact_merged(self, merge: ContactMergedInput) -> None:
+        """Address the survivor from now on (its key also becomes the searchable one);
+        end if the survivor is in this journey too. The entry stays recorded under the
+        key it started with: that is its workflow id."""
+        if not workflow.patched(CONTACT_MERGE_PATCH) or self._state.merged_into == merge.survivor:
+            return
+        self._state.merged_into = self._contact_key = merge.survivor
+        workflow.upsert_search_attributes([naming.CONTACT_KEY.value_set(merge.survivor)])
+        if merge.end and self._exit is None and not self._leaving:
+            self._exit = ("exited", f"merged into {merge.survivor}, already in this journey")
 
     def recheck(self) -> None:
         """Something a held send waits on changed (a hold lifted, a batch gate decided):
@@ -243,7 +260,7 @@ class JourneyInterpreter:
             JourneyJournal.exit_journey,
             ExitJourneyInput(
                 journey=self._journey.name,
-                contact_key=self._contact_key,
+                contact_key=input.contact_key,
                 entry=state.entry,
                 outcome=outcome,
                 reason=reason,
@@ -259,7 +276,7 @@ class JourneyInterpreter:
             await self._continue_as_new(
                 JourneyInput(
                     journey=input.journey,
-                    contact_key=input.contact_key,
+                    contact_key=self._contact_key,
                     trigger=self._reentry_trigger,
                     history_event_limit=input.history_event_limit,
                 )
@@ -606,7 +623,12 @@ class JourneyInterpreter:
                     needs_contact = True
                     if len(ref.path) >= 2 and ref.path[0] == "traits":
                         traits.add(ref.path[1])
-        contact = await self._load_contact(sorted(traits)) if needs_contact else None
+        segments = sorted({name for case in step.cases for name in segments_read(case.when)})
+        # Specs name segments only since segments exist, so no earlier history gets
+        # here; guarded all the same, as is every change to what a step schedules.
+        if segments and not workflow.patched(SEGMENT_MEMBERSHIP_PATCH):
+            segments = []
+        contact = await self._load_contact(sorted(traits), segments) if needs_contact else None
         if needs_contact and contact is None:
             return END
         context = self._expression_context(contact)
@@ -768,13 +790,22 @@ class JourneyInterpreter:
         except ActivityError as err:
             return SendResult(delivery_id="", status="failed", detail=_cause(err))
 
-    async def _load_contact(self, traits: list[str]) -> ContactSnapshot | None:
+    async def _load_contact(
+        self, traits: list[str], segments: list[str] | None = None
+    ) -> ContactSnapshot | None:
+        """The contact's time zone, locale, the named traits, and (at this moment)
+        its membership in the named segments."""
+        load = LoadContactInput(contact_key=self._contact_key, traits=traits)
+        summary = f"load contact: {', '.join(traits) or 'no traits'}"
+        if segments:
+            load = load.model_copy(update={"segments": segments, "now": workflow.now()})
+            summary += f"; segments {', '.join(segments)}"
         try:
             return await workflow.execute_local_activity_method(
                 ContactReader.load_contact,
-                LoadContactInput(contact_key=self._contact_key, traits=traits),
+                load,
                 start_to_close_timeout=LOCAL_ACTIVITY_TIMEOUT,
-                summary=f"load contact: {', '.join(traits) or 'no traits'}",
+                summary=summary,
             )
         except ActivityError as err:
             if _is_unknown_contact(err):

@@ -13,7 +13,12 @@ with workflow.unsafe.imports_passed_through():
     from tidings import naming
     from tidings.models.approvals import ApprovalDecision, GateView
     from tidings.models.events import JourneyEvent
-    from tidings.models.workflow_io import JourneyInput, JourneyResult, JourneyStatus
+    from tidings.models.workflow_io import (
+        ContactMergedInput,
+        JourneyInput,
+        JourneyResult,
+        JourneyStatus,
+    )
     from tidings.workflows.interpreter import JourneyInterpreter
 
 
@@ -27,6 +32,12 @@ class JourneyWorkflow:
     def event(self, event: JourneyEvent) -> None:
         """An event for this contact that this journey listens to."""
         self._interpreter.receive(event)
+
+    @workflow.signal(name=naming.CONTACT_MERGED_SIGNAL)
+    def contact_merged(self, merge: ContactMergedInput) -> None:
+        """The contact was merged into another: continue for it, or end if it is in this
+        journey too. Sent after the merge commits; a repeat changes nothing."""
+        self._interpreter.contact_merged(merge)
 
     @workflow.signal(name=naming.RECHECK_SIGNAL)
     def recheck(self) -> None:
