@@ -7,14 +7,18 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
 
 import typer
-from sqlmodel import Session
 
-from tidings.db.engine import Database
 from tidings.db.identities import resolve
 from tidings.db.merges import merges_of
 from tidings.errors import InputError
 from tidings.models.merges import MergeOutcome
-from tidings.starter.cli_support import DataDir, echo_json, friendly_errors, settings_for
+from tidings.starter.cli_support import (
+    DataDir,
+    echo_json,
+    friendly_errors,
+    in_session,
+    settings_for,
+)
 from tidings.starter.client import TidingsClient
 
 R = TypeVar("R")
@@ -27,17 +31,6 @@ contacts_app = typer.Typer(
 
 def register(app: typer.Typer) -> None:
     app.add_typer(contacts_app, name="contacts")
-
-
-def _read(data_dir: DataDir, work: Callable[[Session], R]) -> R:
-    """Reading needs the database only, not Temporal."""
-    settings = settings_for(data_dir)
-    database = Database(settings.database_url)
-    try:
-        with database.session() as session:
-            return work(session)
-    finally:
-        database.dispose()
 
 
 def _with_client(data_dir: DataDir, work: Callable[[TidingsClient], Awaitable[R]]) -> R:
@@ -62,7 +55,12 @@ def resolve_reference(
 ) -> None:
     """Print the key of the contact a reference names (a merged key gives the survivor)."""
     region = settings_for(data_dir).default_phone_region or None
-    typer.echo(_read(data_dir, lambda s: resolve(session=s, ref=reference, default_region=region)))
+    typer.echo(
+        in_session(
+            settings_for(data_dir),
+            lambda s: resolve(session=s, ref=reference, default_region=region),
+        )
+    )
 
 
 @contacts_app.command("merge")
@@ -98,7 +96,7 @@ def merges(
     data_dir: DataDir = None,
 ) -> None:
     """The merges a contact took part in, on either side, with their evidence."""
-    found = _read(data_dir, lambda session: merges_of(session=session, key=key))
+    found = in_session(settings_for(data_dir), lambda session: merges_of(session=session, key=key))
     if as_json:
         echo_json([m.model_dump(mode="json") for m in found])
         return

@@ -13,12 +13,12 @@ from typing import Annotated
 import typer
 
 from tidings.db.delivery_report import ProviderFigures, report
-from tidings.db.engine import Database
 from tidings.models.primitives import format_duration
 from tidings.starter.cli_support import (
     DataDir,
     echo_json,
     friendly_errors,
+    in_session,
     parse_duration_option,
     settings_for,
 )
@@ -65,12 +65,7 @@ def deliveries(
     window = parse_since(since)
     now = datetime.now(UTC)
     start = now - window
-    database = Database(settings_for(data_dir).database_url)
-    try:
-        with database.session() as session:
-            lines = report(session, start, now)
-    finally:
-        database.dispose()
+    lines = in_session(settings_for(data_dir), lambda session: report(session, start, now))
     if as_json:
         echo_json(
             {

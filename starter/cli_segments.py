@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, TypeVar
 
 import typer
-from sqlmodel import Session
 
 from tidings.catalog import Catalog
 from tidings.db import segments as membership
-from tidings.db.engine import Database
 from tidings.errors import InputError
 from tidings.models.segment import Segment, segment_uses
 from tidings.segment_files import load_segments, segment_file
@@ -20,6 +18,7 @@ from tidings.starter.cli_support import (
     DataDir,
     echo_json,
     friendly_errors,
+    in_session,
     parse_moment_option,
     settings_for,
 )
@@ -102,7 +101,7 @@ def check(
     settings = settings_for(data_dir)
     segment = _segment(load_segments(settings.segments_dir), name, settings)
     now = _moment(at)
-    result = _in_session(
+    result = in_session(
         settings,
         lambda session: membership.explain(
             session=session, segment=segment, contact_key=key, now=now
@@ -140,7 +139,7 @@ def members(
     settings = settings_for(data_dir)
     segment = _segment(load_segments(settings.segments_dir), name, settings)
     now = _moment(at)
-    page = _in_session(
+    page = in_session(
         settings,
         lambda session: membership.members(
             session=session, segment=segment, now=now, limit=limit, after=after
@@ -170,12 +169,3 @@ def _segment(segments: Mapping[str, Segment], name: str, settings: Settings) -> 
 def _moment(at: str | None) -> datetime:
     now = datetime.now(UTC)
     return now if at is None else parse_moment_option("--at", at, now=now)
-
-
-def _in_session(settings: Settings, work: Callable[[Session], R]) -> R:
-    database = Database(settings.database_url)
-    try:
-        with database.session() as session:
-            return work(session)
-    finally:
-        database.dispose()

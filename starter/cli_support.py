@@ -11,7 +11,9 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
 from pydantic import JsonValue, TypeAdapter, ValidationError
+from sqlmodel import Session
 
+from tidings.db.engine import Database
 from tidings.errors import InputError, SpecError, TidingsError
 from tidings.models.primitives import PositiveDuration
 from tidings.settings import Settings
@@ -34,6 +36,17 @@ DataDir = Annotated[
 
 def settings_for(data_dir: Path | None) -> Settings:
     return Settings(data_dir=data_dir) if data_dir is not None else Settings()
+
+
+def in_session(settings: Settings, work: Callable[[Session], R]) -> R:
+    """One piece of work in one session of the app database, for commands that need
+    the database alone (no Temporal), which is opened for it and closed after."""
+    database = Database(settings.database_url)
+    try:
+        with database.session() as session:
+            return work(session)
+    finally:
+        database.dispose()
 
 
 def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
