@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TypeVar
 
 from sqlmodel import Session
 from temporalio import activity
@@ -10,13 +11,29 @@ from temporalio.exceptions import ApplicationError
 
 from tidings.db.contacts import snapshot
 from tidings.db.engine import Database
+from tidings.db.identities import live_key
 from tidings.db.segments import memberships
 from tidings.errors import UnknownContactError
 from tidings.models.contact import ContactSnapshot
 from tidings.models.segment import Segment
-from tidings.models.workflow_io import LoadContactInput
+from tidings.models.workflow_io import LoadContactInput, PolicyCheckInput, SendInput
 
 UNKNOWN_CONTACT = "UnknownContact"
+
+_Input = TypeVar("_Input", LoadContactInput, PolicyCheckInput, SendInput)
+
+
+def for_live_contact(session: Session, input: _Input) -> _Input:
+    """The step's input for the contact its key now stands for.
+
+    A journey hears of its contact's merge by signal, and a step may run before
+    the signal lands: it still names the merged contact, whose addresses,
+    consent and caps have moved to the survivor. Reading the tombstone would
+    skip the message (no address) or judge it by the wrong ledger."""
+    key = live_key(session=session, key=input.contact_key)
+    if key == input.contact_key:
+        return input
+    return input.model_copy(update={"contact_key": key})
 
 
 class ContactReader:
@@ -36,6 +53,7 @@ class ContactReader:
         """Time zone, locale and only the named traits (data minimization), and
         membership in the named segments at the workflow's `now`."""
         with self._db.session() as session:
+            input = for_live_contact(session, input)
             try:
                 found = snapshot(
                     session=session,

@@ -6,7 +6,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from tidings.activities import metrics
-from tidings.activities.contacts import UNKNOWN_CONTACT
+from tidings.activities.contacts import UNKNOWN_CONTACT, for_live_contact
 from tidings.db import audit, deliveries
 from tidings.db.engine import Database
 from tidings.db.policy_facts import load_facts
@@ -36,6 +36,7 @@ class PolicyGate:
             template=input.template,
         )
         with self._db.session() as session:
+            input = for_live_contact(session, input)
             try:
                 facts = load_facts(
                     session=session,

@@ -31,6 +31,7 @@ from tidings.activities.channels import (
     handover,
 )
 from tidings.activities.compose import Composed, ComposeError, Composer, ComposeRequest
+from tidings.activities.contacts import for_live_contact
 from tidings.activities.heartbeat import kept_alive
 from tidings.activities.metrics import (
     ErrorClass,
@@ -108,6 +109,8 @@ class MessageSender:
         recovered = self._recover(input.idempotency_key)
         if recovered is not None:
             return recovered
+        with self._db.session() as session:
+            input = for_live_contact(session, input)
         channel = input.channel
         new = deliveries.NewDelivery(
             idempotency_key=input.idempotency_key,

@@ -53,6 +53,15 @@ def resolve(*, session: Session, ref: str, default_region: str | None = None) ->
     return contact.merged_into or contact.key
 
 
+def live_key(*, session: Session, key: str) -> str:
+    """The contact `key` now stands for: the one it was merged into, if it was merged;
+    `key` itself otherwise (also when there is no such contact: the caller says so)."""
+    contact = session.get(Contact, key)
+    if contact is None or contact.merged_into is None:
+        return key
+    return contact.merged_into
+
+
 def live_contact(*, session: Session, key: str) -> Contact:
     """The contact itself, following a tombstone; UnknownContactError if there is none."""
     contact = session.get(Contact, key)

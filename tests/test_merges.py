@@ -14,13 +14,14 @@ from typing import Any
 
 import pytest
 from sqlmodel import Session, select
-from support import AUDIT_KEY, Stack, eventually
+from support import AUDIT_KEY, Stack, activity_env, eventually, make_sender
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner
 
 from tidings import naming
+from tidings.activities.policy import PolicyGate
 from tidings.db import audit, consent, contacts, events, preferences, suppressions
 from tidings.db.audit_chain import verify
 from tidings.db.engine import Database
@@ -30,7 +31,7 @@ from tidings.errors import InputError
 from tidings.models.contact import IdentifyContact
 from tidings.models.events import JourneyEvent
 from tidings.models.merges import MergeOutcome
-from tidings.models.policy import ConsentChange
+from tidings.models.policy import ConsentChange, PolicyConfig
 from tidings.models.tables import (
     ConsentRecord,
     Contact,
@@ -41,10 +42,13 @@ from tidings.models.tables import (
     PreferenceRecord,
     SuppressionRecord,
 )
+from tidings.models.workflow_io import PolicyCheckInput, SendInput
 from tidings.policy.engine import consent_state
 from tidings.settings import Settings
 from tidings.starter.cli import app
+from tidings.starter.outbox import read_email_outbox
 from tidings.starter.policy_admin import PolicyAdmin
+from tidings.starter.smtp_sink import SmtpSink
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 EVIDENCE = "same Stripe customer, support ticket 4411"
@@ -416,6 +420,88 @@ def test_the_cli_lists_a_contacts_merges(tmp_path: Path) -> None:
     assert '"survivor": "cus-a"' in as_json.output and '"deliveries": 1' in as_json.output
     assert never.exit_code == 1
     assert "contact 'nobody' is unknown" in never.output
+
+
+def in_flight_send(key: str, **changes: Any) -> SendInput:
+    """A send a journey scheduled before it heard of its contact's merge."""
+    signup = JourneyEvent(event_id="e1", name="signed_up", occurred_at=T0)
+    values: dict[str, Any] = {
+        "trigger": signup,
+        "event": signup,
+        "idempotency_key": f"journey/welcome/{key}/1/hello/1",
+        "journey": "onboarding",
+        "version": 1,
+        "step_id": "hello",
+        "contact_key": key,
+        "template": "welcome",
+        "purpose": "transactional",
+        "topic": "general",
+        "scheduled_at": datetime.now(UTC),
+    }
+    values.update(changes)
+    return SendInput.model_validate(values)
+
+
+def test_a_send_in_flight_during_a_merge_goes_to_the_survivor(
+    db: Database, smtp: SmtpSink, tmp_path: Path
+) -> None:
+    identify(db, T0, key="ada", jurisdiction="US", emails=["ada@example.com"])
+    identify(db, T0, key="ada-old", jurisdiction="US", emails=["ada.old@example.com"])
+    merge(db, "ada", "ada-old")
+    sender = make_sender(db, smtp, tmp_path)
+
+    result = activity_env().run(sender.send_email, in_flight_send("ada-old"))
+
+    [message] = read_email_outbox(smtp.maildir_path)
+    with db.session() as session:
+        [row] = session.exec(select(Delivery)).all()
+        expected = contacts.primary_address(session=session, key="ada", kind="email")
+    assert result.status == "sent", result.detail
+    assert (row.contact_key, row.to_address, message.to) == ("ada", expected, expected)
+
+
+def test_a_send_in_flight_during_a_merge_is_judged_by_the_survivors_consent(
+    db: Database, smtp: SmtpSink, tmp_path: Path
+) -> None:
+    """Marketing email in Germany needs express consent; the survivor gave it after the
+    merge, so the merged key's message may go (its own ledger would say no)."""
+    identify(db, T0, key="ada", jurisdiction="DE", emails=["ada@example.com"])
+    identify(db, T0, key="ada-old", jurisdiction="DE", emails=["ada.old@example.com"])
+    merge(db, "ada", "ada-old")
+    grant(db, "ada", "email", datetime.now(UTC) - timedelta(minutes=1))
+    sender = make_sender(db, smtp, tmp_path)
+    planned = PolicyGate(db, PolicyConfig(), default_timezone="UTC")
+    cart = JourneyEvent(
+        event_id="e2",
+        name="cart_updated",
+        properties={"total": 20.0, "currency": "EUR", "cart_url": "https://shop.example/c/1"},
+        occurred_at=T0,
+    )
+    send = in_flight_send(
+        "ada-old", purpose="marketing", template="cart-reminder", trigger=cart, event=cart
+    )
+    check = PolicyCheckInput(
+        **send.model_dump(
+            include={
+                "idempotency_key",
+                "journey",
+                "step_id",
+                "contact_key",
+                "template",
+                "purpose",
+                "topic",
+            }
+        ),
+        channel="email",
+        now=datetime.now(UTC),
+    )
+
+    decision = activity_env().run(planned.check_policy, check)
+    result = activity_env().run(sender.send_email, send)
+
+    assert decision.action == "send", decision
+    assert result.status == "sent", result
+    assert [m.to for m in read_email_outbox(smtp.maildir_path)] == ["ada@example.com"]
 
 
 # Running journeys, aliases and anonymous contacts: a real worker.
