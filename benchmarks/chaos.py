@@ -38,7 +38,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,6 +55,7 @@ from common import (  # noqa: E402
     bounded,
     email,
     machine,
+    postgres_schema,
     recorded_at,
     worker_env,
     write_journey,
@@ -92,6 +93,8 @@ class Options:
     """Seconds after the last journey started when the dev server is restarted."""
     timeout: float = 1_800.0
     """Seconds the journeys have to end, from the last one's start."""
+    database_url: str = ""
+    """The app database; empty for SQLite in the run's data dir."""
 
 
 def journey_spec(waits: tuple[int, int]) -> dict[str, Any]:
@@ -341,6 +344,7 @@ async def run(options: Options, tmp: Path) -> dict[str, Any]:
         journeys_dir=write_journey(tmp / "journeys", journey_spec(options.waits)),
         send_drafts=True,
         email_from="Acme <hello@acme.example>",
+        database_url=options.database_url,
     )
     server = DevServer(settings, DevPorts(temporal=free_port(), ui=free_port()))
     client = await server.start()
@@ -381,7 +385,9 @@ async def run(options: Options, tmp: Path) -> dict[str, Any]:
             say(began, f"done: {len(killer.kills)} kills; checking")
             report: dict[str, Any] = {
                 "recorded_at": recorded_at(),
-                "machine": machine(database="sqlite (WAL)", smtp="tidings dev SMTP sink"),
+                "machine": machine(
+                    database=database.engine.dialect.name, smtp="tidings dev SMTP sink"
+                ),
                 "options": dataclasses.asdict(options),
                 "all_ended": ended,
                 "seconds": {
@@ -428,6 +434,12 @@ def main() -> None:
     )
     parser.add_argument("--restart-after", type=float, default=defaults.restart_after)
     parser.add_argument("--timeout", type=float, default=defaults.timeout)
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="run on this PostgreSQL server, in a schema of its own (dropped afterwards), "
+        "e.g. postgresql://postgres@127.0.0.1:5432/test; results go to chaos-postgresql.json",
+    )
     args = parser.parse_args()
     first, second = (int(w) for w in args.waits.split(","))
     options = Options(
@@ -437,9 +449,13 @@ def main() -> None:
         restart_after=args.restart_after,
         timeout=args.timeout,
     )
-    with tempfile.TemporaryDirectory() as tmp:
+    with ExitStack() as stack:
+        if args.postgres:
+            url = stack.enter_context(postgres_schema(args.postgres, "tidings_chaos"))
+            options = dataclasses.replace(options, database_url=url)
+        tmp = stack.enter_context(tempfile.TemporaryDirectory())
         report = asyncio.run(run(options, Path(tmp)))
-    write_results("chaos", report)
+    write_results("chaos-postgresql" if args.postgres else "chaos", report)
     if report["problems"]:
         print("problems:\n  " + "\n  ".join(report["problems"]), file=sys.stderr)
         raise SystemExit(1)
