@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlmodel import Session, col, select
 
 from tidings.db import audit
+from tidings.db.identities import person_keys
 from tidings.models.journey import Reentry
 from tidings.models.primitives import format_duration
 from tidings.models.tables import JourneyRun
@@ -25,6 +26,19 @@ def latest_entry(*, session: Session, journey: str, contact_key: str) -> Journey
         select(JourneyRun)
         .where(JourneyRun.journey == journey, JourneyRun.contact_key == contact_key)
         .order_by(col(JourneyRun.entry).desc())
+    ).first()
+
+
+def latest_of_person(*, session: Session, journey: str, contact_key: str) -> JourneyRun | None:
+    """The contact's latest entry or that of a contact merged into it: one person's
+    history, which the reentry policy is about (a merge must not reopen a `never`)."""
+    return session.exec(
+        select(JourneyRun)
+        .where(
+            JourneyRun.journey == journey,
+            col(JourneyRun.contact_key).in_(person_keys(session=session, key=contact_key)),
+        )
+        .order_by(col(JourneyRun.entered_at).desc(), col(JourneyRun.entry).desc())
     ).first()
 
 
@@ -66,7 +80,11 @@ def admit(
     if same_run is not None:
         return Admission(True, same_run.entry)
     previous = latest_entry(session=session, journey=journey, contact_key=contact_key)
-    refusal = reentry_refusal(previous=previous, reentry=reentry, now=now)
+    refusal = reentry_refusal(
+        previous=latest_of_person(session=session, journey=journey, contact_key=contact_key),
+        reentry=reentry,
+        now=now,
+    )
     if refusal is not None:
         audit.record_refusal(
             session=session,

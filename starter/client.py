@@ -291,7 +291,7 @@ class TidingsClient:
             # starting workflows that would refuse the entry in their own clock.
             refusals = {
                 journey.name: journey_runs.reentry_refusal(
-                    previous=journey_runs.latest_entry(
+                    previous=journey_runs.latest_of_person(
                         session=session, journey=journey.name, contact_key=live
                     ),
                     reentry=journey.reentry,

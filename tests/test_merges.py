@@ -22,7 +22,15 @@ from typer.testing import CliRunner
 
 from tidings import naming
 from tidings.activities.policy import PolicyGate
-from tidings.db import audit, consent, contacts, events, preferences, suppressions
+from tidings.db import (
+    audit,
+    consent,
+    contacts,
+    events,
+    journey_runs,
+    preferences,
+    suppressions,
+)
 from tidings.db.audit_chain import verify
 from tidings.db.engine import Database
 from tidings.db.identities import resolve
@@ -30,6 +38,7 @@ from tidings.db.merges import merge_contacts, merges_of
 from tidings.errors import InputError
 from tidings.models.contact import IdentifyContact
 from tidings.models.events import JourneyEvent
+from tidings.models.journey import Reentry
 from tidings.models.merges import MergeOutcome
 from tidings.models.policy import ConsentChange, PolicyConfig
 from tidings.models.tables import (
@@ -502,6 +511,59 @@ def test_a_send_in_flight_during_a_merge_is_judged_by_the_survivors_consent(
     assert decision.action == "send", decision
     assert result.status == "sent", result
     assert [m.to for m in read_email_outbox(smtp.maildir_path)] == ["ada@example.com"]
+
+
+def test_the_reentry_policy_counts_the_merged_contacts_entries(db: Database) -> None:
+    """ada-old went through onboarding (`never` again) before the merge: ada, now the
+    same person, is refused; a journey only ada entered is unaffected."""
+    identify(db, T0, key="ada", jurisdiction="US", emails=["ada@example.com"])
+    identify(db, T0, key="ada-old", jurisdiction="US", emails=["ada.old@example.com"])
+    never, cooldown = Reentry(policy="never"), Reentry(policy="after_exit", cooldown="30d")
+    with db.session() as session:
+        for journey in ("onboarding", "renewal"):
+            journey_runs.admit(
+                session=session,
+                journey=journey,
+                version=1,
+                contact_key="ada-old",
+                workflow_id=f"journey/{journey}/ada-old",
+                run_id=f"run-{journey}",
+                reentry=never,
+                now=T0,
+            )
+            journey_runs.record_exit(
+                session=session,
+                journey=journey,
+                contact_key="ada-old",
+                entry=1,
+                outcome="completed",
+                reason="done",
+                now=T0 + timedelta(days=1),
+            )
+    merge(db, "ada", "ada-old", at=T0 + timedelta(days=2))
+
+    def admit(journey: str, reentry: Reentry) -> journey_runs.Admission:
+        with db.session() as session:
+            return journey_runs.admit(
+                session=session,
+                journey=journey,
+                version=1,
+                contact_key="ada",
+                workflow_id=f"journey/{journey}/ada",
+                run_id=f"run-{journey}-ada",
+                reentry=reentry,
+                now=T0 + timedelta(days=3),
+            )
+
+    onboarding, renewal, checkout = (
+        admit("onboarding", never),
+        admit("renewal", cooldown),
+        admit("checkout", never),
+    )
+
+    assert not onboarding.admitted and "policy is `never`" in onboarding.reason
+    assert not renewal.admitted and "cooldown of 30d" in renewal.reason
+    assert (checkout.admitted, checkout.entry) == (True, 1)
 
 
 # Running journeys, aliases and anonymous contacts: a real worker.
