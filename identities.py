@@ -4,6 +4,7 @@ contact by one of them.
 
     email:ada@example.com     phone:+447700900123      device:ios-7f3a
     push:<token>              anonymous:<id>           external:stripe:cus_42
+    push:https://<endpoint>#p256dh=<key>&auth=<secret>   (a Web Push subscription)
 
 A reference is told from a contact key by its prefix: keys may not start with an
 identity kind and a colon (`models.primitives.ContactKey`).
@@ -20,6 +21,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from tidings.errors import InputError
 from tidings.models.primitives import REFERENCE_KINDS
+from tidings.push_subscriptions import is_web_push, parse_subscription
 
 IDENTITY_KINDS = REFERENCE_KINDS
 """email, phone, device, push, anonymous, external (an id in a source system)."""
@@ -131,6 +133,8 @@ def normalize_identity(
     if kind == "phone":
         return Identity(kind, normalize_phone(value, default_region))
     if kind == "push":
+        if is_web_push(value):  # a browser's subscription, not an FCM token
+            return Identity(kind, parse_subscription(value).address)
         return Identity(kind, check_token(value, "push token", min_length=8))
     if kind == "device":
         return Identity(kind, check_token(value, "device id"))

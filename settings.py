@@ -14,11 +14,12 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tidings.errors import TidingsError
 from tidings.models.contact import PhoneRegion, TimeZoneName
+from tidings.models.primitives import Purpose
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -108,6 +109,13 @@ class Settings(BaseSettings):
     smtp_password: str = ""
     smtp_starttls: bool = False
     smtp_timeout_seconds: float = 30.0
+    smtp_record: str = Field(
+        default="",
+        description="The SMTP relay's record of what it accepted, asked when a send was cut "
+        "short mid-hand-over: `maildir:PATH` (a Maildir the relay archives every accepted "
+        "message into) or `postfix-log:PATH` (a Postfix mail log). Empty: such sends are "
+        "`uncertain` (`tidings dev` uses its SMTP sink's Maildir).",
+    )
     email_from: str = "Tidings <hello@tidings.example>"
 
     # Channel providers. A provider takes part once its credentials are set;
@@ -134,6 +142,24 @@ class Settings(BaseSettings):
         default="", description="With a key, SendGrid takes email when SMTP keeps failing."
     )
     sendgrid_base_url: str = "https://api.sendgrid.com"
+    email_providers: list[str] = Field(
+        default=["smtp", "sendgrid"],
+        description="Email providers in order of preference (failover): smtp, sendgrid. "
+        "SendGrid takes part once TIDINGS_SENDGRID_API_KEY is set.",
+    )
+    sendgrid_batch_purposes: list[Purpose] = Field(
+        default=["marketing"],
+        description="Purposes whose emails SendGrid may send many to a request "
+        "(personalizations); empty: one request per message.",
+    )
+    sendgrid_batch_max: int = Field(
+        default=500, ge=1, le=1000, description="Messages per batched SendGrid request (API: 1000)."
+    )
+    sendgrid_batch_linger_ms: float = Field(
+        default=200,
+        ge=0,
+        description="How long a batch waits for more messages after its first, at most.",
+    )
     sendgrid_webhook_key: str = Field(
         default="", description="The event webhook's verification key (base64 DER)."
     )
@@ -150,6 +176,35 @@ class Settings(BaseSettings):
     fcm_private_key: str = Field(default="", description="The service account's PEM key.")
     fcm_token_url: str = "https://oauth2.googleapis.com/token"
     fcm_base_url: str = "https://fcm.googleapis.com"
+    webpush_vapid_private_key: str = Field(
+        default="",
+        description="The VAPID key (RFC 8292) Web Push messages are signed with: a P-256 "
+        "private key as PEM (EC or PKCS8), or its raw 32 bytes in base64url (what "
+        "`vapid --gen` or `web-push generate-vapid-keys` print). Browsers subscribe with its "
+        "public key; a new key orphans every subscription made with the old one.",
+    )
+    webpush_subject: str = Field(
+        default="",
+        description="Who push services contact about your messages: a mailto: address or "
+        "an https: URL; required with the VAPID key.",
+    )
+    webpush_ttl_seconds: dict[Purpose, int] = Field(
+        default={"critical": 86_400, "transactional": 172_800, "service": 604_800,
+                 "marketing": 2_419_200},
+        description="How long a push service keeps a message for a device that is offline, "
+        "per purpose: an alert is useless a day late; an offer may wait up to 4 weeks.",
+    )  # fmt: skip
+    webpush_topic_collapse: bool = Field(
+        default=False,
+        description="Send the journey step's topic as the Web Push Topic header: a newer "
+        "message on the topic replaces one still waiting for an offline device.",
+    )
+    webpush_allowed_hosts: list[str] = Field(
+        default=["fcm.googleapis.com", "updates.push.services.mozilla.com",
+                 "*.push.apple.com", "*.notify.windows.com"],
+        description="The push services subscriptions may point at (`*.` for subdomains): "
+        "a contact's subscription is a URL tidings posts to, so others are refused.",
+    )  # fmt: skip
     slack_webhook_url: str = ""
     teams_webhook_url: str = ""
     webhook_url: str = ""
@@ -190,6 +245,27 @@ class Settings(BaseSettings):
         description="Decode for a listed UI origin calling from this machine without a token "
         "(`tidings dev` only: anyone on the machine could then decode).",
     )
+
+    @field_validator("smtp_record")
+    @classmethod
+    def _known_record(cls, value: str) -> str:
+        from tidings.activities.channels.relay_record import parse  # settings load first
+
+        parse(value)
+        return value
+
+    @field_validator("webpush_subject")
+    @classmethod
+    def _webpush_subject(cls, value: str) -> str:
+        """RFC 8292's `sub`: how a push service reaches the sender (empty: Web Push is off)."""
+        text = value.strip()
+        mailto = text.startswith("mailto:") and "@" in text
+        if text and not (mailto or (text.startswith("https://") and len(text) > 8)):
+            raise ValueError(
+                f"TIDINGS_WEBPUSH_SUBJECT {value!r} is not a mailto: address or https: URL; "
+                "push services require one of them, e.g. mailto:push@example.com"
+            )
+        return text
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:

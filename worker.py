@@ -25,7 +25,8 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from tidings import naming
 from tidings.activities.approvals import ApprovalDesk
 from tidings.activities.channels import EmailProvider
-from tidings.activities.channels.registry import channel_providers, email_fallbacks
+from tidings.activities.channels.registry import channel_providers, email_providers
+from tidings.activities.channels.relay_record import smtp_records
 from tidings.activities.channels.smtp import SmtpConfig, SmtpProvider
 from tidings.activities.compose import Composer
 from tidings.activities.contacts import ContactReader
@@ -154,20 +155,23 @@ async def running_workers(parts: WorkerParts) -> AsyncIterator[list[Worker]]:
     gate = PolicyGate(
         parts.database, parts.catalog.policy, default_timezone=settings.default_timezone
     )
+    first_mailer, *other_mailers = email_providers(settings, parts.email_provider)
     sender = MessageSender(
         db=parts.database,
         composer=rendering,
-        provider=parts.email_provider,
+        provider=first_mailer,
         sender=settings.email_from,
         default_timezone=settings.default_timezone,
         policy=parts.catalog.policy,
         providers=providers,
-        email_fallbacks=email_fallbacks(settings),
+        email_fallbacks=other_mailers,
+        batchable_purposes=settings.sendgrid_batch_purposes,
         attempts_per_provider=settings.provider_attempts,
         status_callbacks={
             "twilio": f"{settings.public_url.rstrip('/')}/callbacks/twilio/status",
         },
         receipts=Receipts(settings.receipts_dir),
+        records=smtp_records(settings.smtp_record, [first_mailer, *other_mailers]),
     )
     desk = ApprovalDesk(
         db=parts.database,

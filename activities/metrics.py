@@ -35,6 +35,10 @@ LAG = "tidings.send.lag"
 DECISIONS = "tidings.policy.decisions"
 JOURNEYS_ENTERED = "tidings.journeys.entered"
 JOURNEYS_FINISHED = "tidings.journeys.finished"
+PROVIDER_REQUESTS = "tidings.provider.request_messages"
+REQUEST_MESSAGES_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1_000)
+"""Messages per vendor API request: 1 for a single send, up to SendGrid's 1,000
+personalizations for a batch."""
 DURATION_BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000)
 """From a local inbox write to a provider call that runs into its timeout (10 s for
 the HTTP providers, 30 s for SMTP); OpenTelemetry's default buckets stop at 10 s."""
@@ -51,6 +55,7 @@ class _Instruments:
     decisions: metrics.Counter
     entered: metrics.Counter
     finished: metrics.Counter
+    request_messages: metrics.Histogram
 
 
 def _instruments(meter: metrics.Meter) -> _Instruments:
@@ -87,6 +92,13 @@ def _instruments(meter: metrics.Meter) -> _Instruments:
             unit="{journey}",
             description="Journey entries ended, by journey and outcome (completed, converted, "
             "exited, missing_data).",
+        ),
+        request_messages=meter.create_histogram(
+            PROVIDER_REQUESTS,
+            unit="{message}",
+            description="Messages per API request to a provider that batches (SendGrid): "
+            "its count is requests made, its sum messages carried.",
+            explicit_bucket_boundaries_advisory=REQUEST_MESSAGES_BUCKETS,
         ),
     )
 
@@ -147,3 +159,8 @@ def record_entry(journey: str, admitted: bool) -> None:
 
 def record_exit(journey: str, outcome: str) -> None:
     _current.finished.add(1, {"journey": journey, "outcome": outcome})
+
+
+def record_provider_request(provider: str, messages: int) -> None:
+    """One API request to `provider` that carried `messages` messages (a batch, or 1)."""
+    _current.request_messages.record(messages, {"provider": provider})

@@ -10,7 +10,13 @@ records the send as sent instead of guessing.
 A receipt survives a killed process, not a power cut (it is not fsynced), and
 only workers sharing the data dir see it: on one machine, as with SQLite.
 Workers on several machines (PostgreSQL, whose commits do not queue behind
-every other writer) fall back to `uncertain` in that window.
+every other writer) fall back on the relay's record in that window.
+
+A receipt covers the window after the provider's "accepted". The window
+before it (the body on its way, the answer not yet back) is covered by the
+provider's own record of what it accepted (`channels/relay_record.py`):
+the next attempt asks it when there is no receipt. Without a receipt or a
+record to ask, the delivery is `uncertain`.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr
 from typing import TypeVar
@@ -30,6 +30,8 @@ from tidings.activities.channels import (
     TransientSendError,
     handover,
 )
+from tidings.activities.channels.registry import NoProviderError, providers_for
+from tidings.activities.channels.relay_record import HandedOver, ProviderRecord
 from tidings.activities.compose import Composed, ComposeError, Composer, ComposeRequest
 from tidings.activities.contacts import for_live_contact
 from tidings.activities.heartbeat import kept_alive
@@ -55,6 +57,9 @@ from tidings.telemetry import tracer
 log = structlog.get_logger(__name__)
 P = TypeVar("P", EmailProvider, ChannelProvider)
 
+RELAY_FOUND = "confirmed from the relay's record"
+RELAY_ABSENT = "not in the relay's record; sending again"
+"""Status history entries of sends settled from the provider's record (`_ask_relay`)."""
 DELIVERY_HEADER = "X-Tidings-Delivery"
 """An opaque delivery id in every email, to trace a message back to its journey step."""
 
@@ -82,6 +87,8 @@ class MessageSender:
         attempts_per_provider: int = 3,
         status_callbacks: Mapping[str, str] | None = None,
         receipts: Receipts | None = None,
+        records: Mapping[str, ProviderRecord] | None = None,
+        batchable_purposes: Collection[str] = (),
     ) -> None:
         self._db = db
         self._composer = composer
@@ -93,6 +100,10 @@ class MessageSender:
         self._attempts_per_provider = attempts_per_provider
         self._status_callbacks = dict(status_callbacks or {})
         self._receipts = receipts
+        self._records = dict(records or {})
+        """Provider name -> its record of what it accepted (relay_record.py)."""
+        self._batchable_purposes = frozenset(batchable_purposes)
+        """Purposes whose emails may wait a moment to share a request (sendgrid_batch.py)."""
 
     @activity.defn(name="send_email")
     def send_email(self, input: SendInput) -> SendResult:
@@ -106,7 +117,7 @@ class MessageSender:
             return self._send(input)
 
     def _send(self, input: SendInput) -> SendResult:
-        recovered = self._recover(input.idempotency_key)
+        recovered = self._recover(input.idempotency_key) or self._ask_relay(input.idempotency_key)
         if recovered is not None:
             return recovered
         with self._db.session() as session:
@@ -150,8 +161,15 @@ class MessageSender:
                 )
             try:
                 prepared = self._composer.prepare(session, request)
+                # Which of the channel's providers can deliver to this address (push:
+                # FCM tokens and Web Push subscriptions); none is the setup's fault.
+                fitting = providers_for(
+                    channel, prepared.to or "", self._providers.get(channel, [])
+                )
             except ComposeError as err:
                 return self._settle(session, new, err.status, str(err))
+            except NoProviderError as err:
+                return self._settle(session, new, deliveries.FAILED, str(err))
         # Lookups and rendering happen outside any transaction: a slow catalog
         # service must not hold the contact's row lock.
         try:
@@ -210,7 +228,7 @@ class MessageSender:
                 switching=switching,
                 evidence=evidence,
             )
-        provider, switching = self._pick(self._providers[channel])
+        provider, switching = self._pick(fitting)
         message = OutgoingMessage(
             channel=channel,
             to=composed.to or "",
@@ -218,6 +236,8 @@ class MessageSender:
             parts=composed.parts,
             delivery_id=claim.delivery.id,
             status_callback=self._status_callbacks.get(provider.name),
+            purpose=input.purpose,
+            topic=input.topic,
         )
         return self._hand_over(
             claim.delivery,
@@ -255,6 +275,91 @@ class MessageSender:
             return None
         return _result(delivery)
 
+    def _ask_relay(self, idempotency_key: str) -> SendResult | None:
+        """An earlier attempt's send cut short after its hand-over, settled from the
+        provider's own record of what it accepted (relay_record.py): found, it was
+        sent; absent, the row is freed for this attempt to send again (None). No
+        record, or one that cannot answer: `uncertain`, as `deliveries.claim` leaves it.
+
+        Absent is trusted only once the hand-over is older than the provider's
+        timeout plus a margin: the attempt that marked it has by then sent the final
+        dot or given up, and a relay discards a message whose dot never came. Until
+        then this attempt fails with a retry timed for that moment. What this cannot
+        cover is an attempt frozen (not dead: a paused VM, a stopped process) between
+        its mark and the final dot for longer than that, over a connection the relay
+        still holds open (Postfix waits `smtpd_timeout`, 300 s by default): it could
+        deliver after its absent answer. The attempts fence keeps it from settling
+        the row (its `finish` names an attempt number the row no longer has), not
+        from writing to its socket."""
+        with self._db.session() as session:
+            delivery = deliveries.find(session=session, idempotency_key=idempotency_key)
+        if delivery is None or delivery.status != deliveries.SENDING:
+            return None
+        provider = delivery.provider or ""
+        known = self._records.get(provider)
+        if known is None:
+            return None
+        message_id = _message_id(idempotency_key, self._sender)
+        asked = HandedOver(message_id, delivery.to_address or "", delivery.updated_at)
+        answer = known.record.look_up(asked)
+        bound = log.bind(delivery_id=delivery.id, provider=provider, record=known.record.where)
+        now = _now()
+        if answer.verdict == "absent":
+            wait = delivery.updated_at + known.absent_after - now
+            if wait > timedelta(0) and _is_last_attempt():
+                answer = dataclasses.replace(
+                    answer,
+                    verdict="unknown",
+                    detail=f"{answer.detail}, too soon after the hand-over to trust, and "
+                    "no attempt is left to ask again; `tidings deliveries reconcile` can",
+                )
+            elif wait > timedelta(0):
+                bound.info(
+                    "relay record: not there yet; asking again later", seconds=wait.total_seconds()
+                )
+                raise ApplicationError(
+                    f"{provider}: the send an earlier attempt cut short is not in "
+                    f"{known.record.where}; asking again once its connection is surely gone",
+                    type="RelayRecordPending",
+                    next_retry_delay=wait,
+                )
+        with self._db.session() as session:
+            if answer.verdict == "found":
+                status, error = deliveries.SENT, None
+            elif answer.verdict == "absent":
+                status, error = deliveries.DEFERRED, f"{answer.detail}; sending again"
+            else:
+                status = deliveries.UNCERTAIN
+                error = f"an earlier attempt stopped while sending; not sent again: {answer.detail}"
+            settled = deliveries.resolve(
+                session=session,
+                delivery=delivery,
+                status=status,
+                now=now,
+                error=error,
+                provider_message_id=message_id,
+            )
+            if settled and status != deliveries.UNCERTAIN:
+                relayed = status == deliveries.SENT
+                delivery_events.record(
+                    session=session,
+                    delivery=delivery,
+                    provider=provider,
+                    status="sent" if relayed else "queued",
+                    provider_status=RELAY_FOUND if relayed else RELAY_ABSENT,
+                    provider_event_id=f"{delivery.id}:relay-record:{delivery.attempts}",
+                    error_code=None,
+                    at=now,
+                )
+                audit.record_send(
+                    session=session, delivery=delivery, status=status, at=now, provider=provider
+                )
+            current = deliveries.find(session=session, idempotency_key=idempotency_key)
+        bound.info("relay record answered", verdict=answer.verdict, relay_id=answer.relay_id)
+        if current is None or current.status not in deliveries.FINAL:
+            return None
+        return _result(current)
+
     def _pick(self, providers: Sequence[P]) -> tuple[P, bool]:
         """This attempt's provider, and whether the next attempt moves to another one."""
         attempt = activity.info().attempt
@@ -272,6 +377,7 @@ class MessageSender:
             html=composed.parts.get("html"),
             message_id=_message_id(idempotency_key, self._sender),
             headers={**composed.headers, DELIVERY_HEADER: delivery.id},
+            batchable=delivery.purpose in self._batchable_purposes,
         )
 
     def _check(self, session: Session, input: SendInput, clock: datetime) -> Decision:
@@ -351,7 +457,10 @@ class MessageSender:
 
         def mark() -> None:
             with self._db.session() as session:
-                if not deliveries.hand_over(session=session, delivery=delivery, now=_now()):
+                marked = deliveries.hand_over(
+                    session=session, delivery=delivery, now=_now(), provider=provider
+                )
+                if not marked:
                     raise handover.Superseded(delivery.id)
 
         try:

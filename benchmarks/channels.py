@@ -1,7 +1,7 @@
 """Sends per second on SMS, chat and in-app, and the server-side rate limit of a channel.
 
     python benchmarks/channels.py [--sends 300] [--rounds 3] [--threads 8]
-                                  [--rate 20] [--burst 5]
+                                  [--rate 20] [--burst 5] [--emails 1000]
 
 Throughput. The send activity (`MessageSender.send_message`: compose, the
 send-time policy check, the delivery claim, the provider call, the result)
@@ -32,6 +32,14 @@ in any 1-second window, as the server dispatched them (each delivery's
 stand-in received them, is compared with the vendor's limit; the target is
 at most 5% over it. The same burst runs again with the server's limit only
 (what workers sharing a queue rely on between them).
+
+SendGrid batching. `--emails` marketing emails through the email send
+activity (`MessageSender.send_email`) on `SEND_THREADS` threads, as the email
+worker runs it, with SendGrid as its provider built as the worker builds it
+(`registry.email_providers`): batched (TIDINGS_SENDGRID_BATCH_* defaults: up to
+500 a request, 200 ms linger) and unbatched (`sendgrid_batch_purposes` empty),
+in turn in each round. Figures: sends per second, and API requests per 1,000
+emails (distinct X-Message-Ids the stand-in gave: one per request).
 
 Prints the figures and writes them to benchmarks/results/channels.json.
 """
@@ -74,7 +82,7 @@ from temporalio.worker import Worker
 from tidings import naming
 from tidings.activities.channels import OutgoingMessage
 from tidings.activities.channels.inbox import InboxProvider
-from tidings.activities.channels.registry import channel_providers
+from tidings.activities.channels.registry import channel_providers, email_providers
 from tidings.activities.channels.smtp import SmtpConfig, SmtpProvider
 from tidings.activities.compose import ComposeRequest
 from tidings.activities.send import MessageSender
@@ -88,6 +96,7 @@ from tidings.logs import configure_logging
 from tidings.models.contact import IdentifyContact
 from tidings.models.events import JourneyEvent
 from tidings.models.policy import ConsentChange
+from tidings.models.primitives import Purpose
 from tidings.models.tables import Delivery
 from tidings.models.workflow_io import SendInput, SendResult
 from tidings.settings import PACKAGE_DIR, Settings
@@ -96,7 +105,7 @@ from tidings.starter.ports import free_port, port_in_use
 from tidings.starter.provider_sink import create_sink_app, read_records
 from tidings.starter.service import running_service
 from tidings.starter.template_admin import TemplateAdmin
-from tidings.worker import CHANNEL_THREADS, RateLimits, composer, rate_limits
+from tidings.worker import CHANNEL_THREADS, SEND_THREADS, RateLimits, composer, rate_limits
 from tidings.workflows.interpreter import SEND_DEADLINE, SEND_RETRY, SEND_TIMEOUT
 
 HERE = Path(__file__).resolve().parent
@@ -113,6 +122,11 @@ description: A short notice on every benchmarked channel.
 purpose: transactional
 fields:
   trigger.properties.order: required
+email:
+  subject: "Order {{ trigger.properties.order }} is ready"
+  text: |
+    Order {{ trigger.properties.order }} is ready for pickup.
+    {% include "footer.txt" %}
 sms:
   text: "Acme: order {{ trigger.properties.order }} is ready for pickup. Reply STOP to opt out."
 chat:
@@ -172,13 +186,18 @@ def templates_dir(directory: Path) -> Path:
 
 
 def add_contacts(database: Database, count: int) -> list[str]:
-    """Contacts with a phone number and SMS consent, in a time zone where it is day."""
+    """Contacts with a phone number, SMS consent and an email address, in a time zone
+    where it is day."""
     now, zone = datetime.now(UTC), daytime_zone()
     keys = [f"bench-{n}" for n in range(count)]
     with database.session() as session:
         for n, key in enumerate(keys):
             data = IdentifyContact(
-                key=key, phones=[f"+1415{n:07d}"], timezone=zone, jurisdiction="US"
+                key=key,
+                phones=[f"+1415{n:07d}"],
+                emails=[f"bench-{n}@example.com"],
+                timezone=zone,
+                jurisdiction="US",
             )
             upsert_contact(session=session, data=data, now=now)
             change = ConsentChange(
@@ -193,7 +212,9 @@ def add_contacts(database: Database, count: int) -> list[str]:
     return keys
 
 
-def send_input(channel: str, contact_key: str, key: str) -> SendInput:
+def send_input(
+    channel: str, contact_key: str, key: str, purpose: Purpose = "transactional"
+) -> SendInput:
     now = datetime.now(UTC)
     event = JourneyEvent(
         event_id=uuid.uuid4().hex,
@@ -209,7 +230,7 @@ def send_input(channel: str, contact_key: str, key: str) -> SendInput:
         contact_key=contact_key,
         channel=channel,
         template="bench-notice",
-        purpose="transactional",
+        purpose=purpose,
         topic="orders",
         trigger=event,
         event=event,
@@ -582,6 +603,93 @@ async def rate_limit(stand: Stand, rate: float, burst: float, tmp: Path) -> dict
     }
 
 
+# Part 3: SendGrid batches
+
+
+def email_sender(stand: Stand, *, batched: bool) -> MessageSender:
+    """The email send activity with SendGrid as its provider, as the worker builds it;
+    without caps, so every round can write to the same contacts."""
+    settings = stand.settings.model_copy(
+        update={
+            "email_providers": ["sendgrid"],
+            "sendgrid_api_key": "SG.bench",
+            "sendgrid_base_url": stand.sink_url,
+            "sendgrid_batch_purposes": ["marketing"] if batched else [],
+        }
+    )
+    [sendgrid] = email_providers(settings, SmtpProvider(SmtpConfig(host="127.0.0.1", port=9)))
+    return MessageSender(
+        db=stand.database,
+        composer=composer(settings, load_library(settings.templates_dir).brand),
+        provider=sendgrid,
+        sender=settings.email_from,
+        default_timezone=settings.default_timezone,
+        policy=load_policy(settings.policy_file).model_copy(update={"caps": []}),
+        batchable_purposes=settings.sendgrid_batch_purposes,
+    )
+
+
+def email_round(
+    stand: Stand, sender: MessageSender, pool: ThreadPoolExecutor, count: int
+) -> tuple[Timing, int]:
+    """`count` marketing emails, each to a contact of its own: their timing, and the API
+    requests they took (each request's X-Message-Id is shared by its messages)."""
+    run = uuid.uuid4().hex[:8]
+    before = len(read_records(stand.records, channel="email"))
+
+    def send(n: int) -> None:
+        inputs = send_input("email", stand.contacts[n], f"bench/{run}/email/{n}", "marketing")
+        result = activity_env().run(sender.send_email, inputs)
+        if result.status != "sent":
+            raise RuntimeError(f"email send {n}: {result.status}: {result.detail}")
+
+    timing = timed(pool, send, count)
+    received = read_records(stand.records, channel="email")[before:]
+    if len(received) != count:
+        raise RuntimeError(f"{count} emails sent, the stand-in received {len(received)}")
+    return timing, len({record["provider_id"] for record in received})
+
+
+def sendgrid_batching(stand: Stand, emails: int, rounds: int) -> dict[str, Any]:
+    """Batched and unbatched in turn, each round; medians."""
+    senders = {
+        "batched": email_sender(stand, batched=True),
+        "unbatched": email_sender(stand, batched=False),
+    }
+    found: dict[str, list[tuple[Timing, int]]] = {name: [] for name in senders}
+    with ThreadPoolExecutor(SEND_THREADS, thread_name_prefix="bench-email") as pool:
+        for sender in senders.values():
+            email_round(stand, sender, pool, WARM_UP)
+        for _ in range(rounds):
+            for name, sender in senders.items():
+                found[name].append(email_round(stand, sender, pool, emails))
+    figures: dict[str, Any] = {
+        "emails_per_round": emails,
+        "threads": SEND_THREADS,
+        "batch_max": stand.settings.sendgrid_batch_max,
+        "linger_ms": stand.settings.sendgrid_batch_linger_ms,
+    }
+    for name, runs in found.items():
+        timing = Timing.median([t for t, _ in runs])
+        requests = sorted(r for _, r in runs)[len(runs) // 2]
+        figures[name] = {
+            "sends_per_second": round(timing.per_second, 1),
+            "p50_ms": round(timing.p50_ms, 2),
+            "p99_ms": round(timing.p99_ms, 2),
+            "api_requests_per_1000_emails": round(requests * 1000 / emails, 1),
+            "all_rates": [round(t.per_second, 1) for t, _ in runs],
+            "all_requests": [r for _, r in runs],
+        }
+    batched, unbatched = figures["batched"], figures["unbatched"]
+    figures["requests_ratio"] = round(
+        batched["api_requests_per_1000_emails"] / unbatched["api_requests_per_1000_emails"], 3
+    )
+    figures["sends_per_second_ratio"] = round(
+        batched["sends_per_second"] / unbatched["sends_per_second"], 3
+    )
+    return figures
+
+
 # Running it
 
 
@@ -596,11 +704,16 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         child, sink_url = start_sink(records)
         try:
             stand = build_stand(
-                tmp, sink_url, records, max(args.sends, int(args.burst * args.rate))
+                tmp, sink_url, records, max(args.sends, int(args.burst * args.rate), args.emails)
             )
             try:
                 channels = await asyncio.to_thread(
                     throughput, stand, args.sends, args.rounds, args.threads
+                )
+                batching = (
+                    await asyncio.to_thread(sendgrid_batching, stand, args.emails, args.rounds)
+                    if args.emails
+                    else None
                 )
                 limit = await rate_limit(stand, args.rate, args.burst, tmp) if args.rate else None
             finally:
@@ -616,6 +729,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "rounds": args.rounds,
         "threads": args.threads,
         "channels": channels,
+        "sendgrid_batching": batching,
         "rate_limit": limit,
     }
 
@@ -634,6 +748,15 @@ def print_summary(figures: dict[str, Any]) -> None:
             f"{line.get('ratio_vs_baseline_shared_tls', '-'):>6} "
             f"{ours['p50_ms']:>7} {base['p50_ms']:>9} {ours['p99_ms']:>7}"
         )
+    batching = figures["sendgrid_batching"]
+    if batching is not None:
+        for name in ("batched", "unbatched"):
+            line = batching[name]
+            print(
+                f"sendgrid {name}: {line['sends_per_second']} marketing emails/s, "
+                f"{line['api_requests_per_1000_emails']} API requests per 1,000 emails, "
+                f"p50 {line['p50_ms']} ms, p99 {line['p99_ms']} ms"
+            )
     limit = figures["rate_limit"]
     if limit is None:
         return
@@ -664,6 +787,9 @@ def main() -> None:
         "--rate", type=float, default=20.0, help="the SMS queue's limit per second; 0 skips"
     )
     parser.add_argument("--burst", type=float, default=5.0, help="sends in the burst, x rate")
+    parser.add_argument(
+        "--emails", type=int, default=1000, help="marketing emails per SendGrid run; 0 skips"
+    )
     args = parser.parse_args()
     figures = asyncio.run(measure(args))
     RESULTS.parent.mkdir(exist_ok=True)

@@ -65,9 +65,10 @@ from sqlmodel import col, select  # noqa: E402
 from temporalio.client import Client  # noqa: E402
 
 from tidings import naming  # noqa: E402
+from tidings.activities.send import RELAY_ABSENT, RELAY_FOUND  # noqa: E402
 from tidings.catalog import Catalog  # noqa: E402
 from tidings.db.engine import Database  # noqa: E402
-from tidings.models.tables import Delivery  # noqa: E402
+from tidings.models.tables import Delivery, DeliveryEventRecord  # noqa: E402
 from tidings.models.workflow_io import JourneyResult  # noqa: E402
 from tidings.settings import Settings  # noqa: E402
 from tidings.starter.client import TidingsClient  # noqa: E402
@@ -222,6 +223,13 @@ def deliveries_and_mail(
     """Each expected email against its delivery row and what the SMTP server kept."""
     with database.session() as session:
         rows = list(session.exec(select(Delivery).where(col(Delivery.journey) == JOURNEY)).all())
+        from_record = Counter(
+            session.exec(
+                select(DeliveryEventRecord.provider_status).where(
+                    col(DeliveryEventRecord.provider_status).in_((RELAY_FOUND, RELAY_ABSENT))
+                )
+            ).all()
+        )
     messages = read_email_outbox(maildir)
     by_id = {row.id: row for row in rows}
     expected = {(key, step) for key in keys for step in SEND_STEPS}
@@ -267,6 +275,9 @@ def deliveries_and_mail(
             "extra_rows": sum(n - 1 for n in row_count.values() if n > 1),
             "not_sent_delivered_anyway": sum(1 for r in not_sent if r["copies_received"] == 1),
             "not_sent_never_delivered": sum(1 for r in not_sent if r["copies_received"] == 0),
+            # Sends a kill cut short mid-hand-over, settled from the SMTP sink's Maildir.
+            "confirmed_from_relay_record": from_record[RELAY_FOUND],
+            "resent_after_relay_record_absent": from_record[RELAY_ABSENT],
             # A send cut by a kill was claimed just before it; the others, anywhere in
             # the 10 s between kills.
             "seconds_from_claim_to_next_kill": {
@@ -360,6 +371,8 @@ async def run(options: Options, tmp: Path) -> dict[str, Any]:
         add_contacts(database, keys)
         with SmtpSink(tmp / "outbox") as smtp:
             env = worker_env(settings, f"127.0.0.1:{server.ports.temporal}", smtp_port=smtp.port)
+            # A send a kill cuts short mid-hand-over is settled from what the sink kept.
+            env["TIDINGS_SMTP_RECORD"] = f"maildir:{smtp.maildir_path}"
             killer = WorkerKiller(env, logs, options.kill_every, began)
             killing = asyncio.create_task(killer.run(stop))
             tidings = TidingsClient(

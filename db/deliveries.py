@@ -9,12 +9,19 @@ directly when nothing was handed to a provider.
 (`activities/channels/handover.py`), committed before the message can reach
 the vendor. A row left in `claimed` by a process that died provably handed
 nothing over: the next attempt takes it again. A row left in `sending` is the
-one case where nobody knows whether the message left; it becomes `uncertain`
-and is never sent again automatically.
+one case where nobody knows whether the message left. When the provider has
+a record of what it accepted (`activities/channels/relay_record.py`, the
+SMTP relay's archive Maildir or mail log), the next attempt asks it: found,
+the row turns `sent` (`resolve`); absent once the hand-over is old enough that
+its connection is gone, the row turns `deferred` (`resolve`) and is taken
+again under a new attempt number, same Message-ID. Without a record, or when
+the record cannot answer, the row becomes `uncertain` and is never sent again
+automatically; `tidings deliveries reconcile` settles such rows later.
 
 Each attempt takes the row with its own number (`attempts`); an attempt that
 was given up for dead and wakes later finds another number there and can
-neither hand the message over nor settle the row.
+neither hand the message over nor settle the row (`hand_over`, `finish`,
+`record` and `resolve` all change a row only as it was read).
 """
 
 from __future__ import annotations
@@ -100,39 +107,46 @@ def claim(
             return _earlier(session, existing, now)
         return Claim(delivery, "send")
     if existing.status in RETAKEN:
-        taken = session.execute(
-            update(Delivery)
-            .where(
-                col(Delivery.id) == existing.id,
-                col(Delivery.status) == existing.status,
-                col(Delivery.attempts) == existing.attempts,
-            )
-            .values(
-                status=CLAIMED,
-                attempts=existing.attempts + 1,
-                counted_at=counted_at,
-                updated_at=now,
-            )
+        taken = _as_read(
+            session,
+            existing,
+            existing.status,
+            status=CLAIMED,
+            attempts=existing.attempts + 1,
+            counted_at=counted_at,
+            updated_at=now,
         )
-        if taken.rowcount == 1:  # type: ignore[attr-defined]
+        if taken:
             session.refresh(existing)
             return Claim(existing, "send")
         session.refresh(existing)
     return _earlier(session, existing, now)
 
 
-def hand_over(*, session: Session, delivery: Delivery, now: datetime) -> bool:
-    """Mark the attempt's point of no return; False when another attempt has the row."""
-    marked = session.execute(
+def hand_over(
+    *, session: Session, delivery: Delivery, now: datetime, provider: str | None = None
+) -> bool:
+    """Mark the attempt's point of no return; False when another attempt has the row.
+    `provider` is recorded with the mark: a later attempt asks that provider's record."""
+    values: dict[str, object] = {"status": SENDING, "updated_at": now}
+    if provider is not None:
+        values["provider"] = provider
+    return _as_read(session, delivery, CLAIMED, **values)
+
+
+def _as_read(session: Session, delivery: Delivery, read_status: str, /, **values: object) -> bool:
+    """Set `values` only if the row still has `read_status` and the attempt number it
+    was read with; False when another attempt changed it meanwhile."""
+    changed = session.execute(
         update(Delivery)
         .where(
             col(Delivery.id) == delivery.id,
-            col(Delivery.status) == CLAIMED,
+            col(Delivery.status) == read_status,
             col(Delivery.attempts) == delivery.attempts,
         )
-        .values(status=SENDING, updated_at=now)
+        .values(**values)
     )
-    return bool(marked.rowcount == 1)  # type: ignore[attr-defined]
+    return bool(changed.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def _earlier(session: Session, delivery: Delivery, now: datetime) -> Claim:
@@ -162,9 +176,19 @@ def record(
     existing = find(session=session, idempotency_key=new.idempotency_key)
     if existing is not None:
         if existing.status in RETAKEN:
-            existing.status, existing.error, existing.updated_at = status, error[:1000], now
-            session.add(existing)
-            return existing
+            # Fenced like `finish`: an attempt that read the row before another one
+            # claimed it (and may be handing it over now) must not settle it.
+            settled = _as_read(
+                session,
+                existing,
+                existing.status,
+                status=status,
+                error=error[:1000],
+                updated_at=now,
+            )
+            session.refresh(existing)
+            if settled:
+                return existing
         return _earlier(session, existing, now).delivery
     delivery = Delivery(
         id=uuid.uuid4().hex, status=status, error=error[:1000], updated_at=now, **asdict(new)
@@ -208,6 +232,28 @@ def finish(
         )
         .values(**values)
     )
+
+
+def resolve(
+    *,
+    session: Session,
+    delivery: Delivery,
+    status: str,
+    now: datetime,
+    error: str | None = None,
+    provider_message_id: str | None = None,
+) -> bool:
+    """Settle a row whose fate the provider's own record answered: `sent` (found
+    there), `deferred` (not there: the next claim takes it under a new attempt number)
+    or `failed` (not there, and not to be sent again by itself); `uncertain` when the
+    record could not answer. Changes the row only
+    as it was read (status and attempt number); False when it changed meanwhile."""
+    values: dict[str, object] = {"status": status, "updated_at": now, "error": error}
+    if status == SENT:
+        # It left at its hand-over, which is when the row was last touched.
+        values["sent_at"] = delivery.updated_at
+        values["provider_message_id"] = provider_message_id
+    return _as_read(session, delivery, delivery.status, **values)
 
 
 def for_contact(*, session: Session, contact_key: str) -> list[Delivery]:

@@ -11,7 +11,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     JsonValue,
-    StringConstraints,
     ValidationInfo,
 )
 
@@ -68,8 +67,9 @@ def check_locale(value: str) -> str:
 
 Email = Annotated[str, AfterValidator(normalize_email)]
 Phone = Annotated[str, AfterValidator(_phone_in_context)]
-PushToken = Annotated[str, StringConstraints(min_length=8, max_length=320, pattern=r"^\S+$")]
-"""A device's push registration token (FCM), as the app reported it."""
+PushToken = Annotated[str, AfterValidator(lambda v: identities.normalize_identity("push", v).value)]
+"""A device's push registration token (FCM), as the app reported it, or a browser's Web
+Push subscription (its JSON or compact form, kept compact: see push_subscriptions)."""
 DeviceId = Annotated[str, AfterValidator(lambda v: identities.check_token(v, "device id"))]
 AnonymousId = Annotated[str, AfterValidator(lambda v: identities.check_token(v, "anonymous id"))]
 """A visitor's id before they are known (Segment's anonymousId)."""

@@ -10,6 +10,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
+from tidings.push_subscriptions import MAX_ADDRESS
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """Aware UTC datetimes on every database (SQLite keeps no offset of its own)."""
@@ -38,11 +40,12 @@ def _json() -> Any:
     return Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 """Raise with every change to these tables; a database of another version is refused.
-7: identities, merges, the ingest queue and imports (issue 9). 6: the audit log's hash
-chains. 5: holds, approval gates and decisions, escalations. 4: the in-app inbox,
-deliveries.provider, delivery_events."""
+8: push identities, delivery and suppression addresses hold Web Push subscriptions
+(up to 1024 characters). 7: identities, merges, the ingest queue and imports (issue 9).
+6: the audit log's hash chains. 5: holds, approval gates and decisions, escalations.
+4: the in-app inbox, deliveries.provider, delivery_events."""
 
 
 class SchemaInfo(SQLModel, table=True):
@@ -89,7 +92,7 @@ class ContactIdentity(SQLModel, table=True):
     kind: str = Field(max_length=16)
     source: str = Field(default="", max_length=32)
     """The system an external id belongs to (stripe, salesforce...); "" for other kinds."""
-    value: str = Field(max_length=320)
+    value: str = Field(max_length=MAX_ADDRESS)
     created_at: datetime = _time()
 
 
@@ -199,7 +202,7 @@ class Delivery(SQLModel, table=True):
     locale: str | None = Field(default=None, max_length=35)
     purpose: str = Field(max_length=16)
     topic: str | None = Field(default=None, max_length=64)
-    to_address: str | None = Field(default=None, max_length=320)
+    to_address: str | None = Field(default=None, max_length=MAX_ADDRESS)
     status: str = Field(max_length=16)
     attempts: int = 0
     provider: str | None = Field(default=None, max_length=32)
@@ -243,7 +246,7 @@ class SuppressionRecord(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     contact_key: str | None = Field(default=None, max_length=128, index=True)
     channel: str | None = Field(default=None, max_length=16)
-    address: str | None = Field(default=None, max_length=320, index=True)
+    address: str | None = Field(default=None, max_length=MAX_ADDRESS, index=True)
     reason: str = Field(max_length=24)
     note: str = Field(default="", max_length=500)
     created_at: datetime = _time()

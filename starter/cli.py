@@ -21,6 +21,7 @@ from tidings.starter import (
     cli_audit,
     cli_bounces,
     cli_contacts,
+    cli_deliveries,
     cli_escalations,
     cli_holds,
     cli_import,
@@ -64,6 +65,7 @@ cli_approvals.register(app)
 cli_audit.register(app)
 cli_escalations.register(app)
 cli_contacts.register(app)
+cli_deliveries.register(app)
 cli_segments.register(app)
 
 R = TypeVar("R")

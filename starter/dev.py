@@ -30,6 +30,7 @@ from temporalio.client import Client
 from temporalio.runtime import Runtime
 
 from tidings.activities.channels.smtp import SmtpConfig, SmtpProvider
+from tidings.activities.channels.webpush import generate_vapid_key
 from tidings.catalog import Catalog
 from tidings.codec import dev_key_path, ensure_dev_key
 from tidings.connection import connect, dynamic_config_flags, search_attribute_flags
@@ -243,6 +244,9 @@ def dev_settings(settings: Settings, ports: DevPorts) -> Settings:
     return settings.model_copy(
         update={
             "send_drafts": True,
+            # The SMTP sink keeps every message it accepts: the relay's record a send
+            # cut short mid-hand-over is settled from (relay_record.py).
+            "smtp_record": settings.smtp_record or f"maildir:{settings.outbox_dir}",
             "write_keys": settings.write_keys or f"dev:{dev_write_key(settings.data_dir)}",
             "metrics_bind": settings.metrics_bind or f"127.0.0.1:{ports.metrics}",
             "public_url": base,
@@ -259,6 +263,12 @@ def dev_settings(settings: Settings, ports: DevPorts) -> Settings:
             "fcm_private_key": _dev_private_key(settings.data_dir),
             "fcm_token_url": sink + "/token",
             "fcm_base_url": sink,
+            # Web Push: a key of its own in the data dir; subscriptions made at the local
+            # push service (POST .../webpush/subscriptions) point at 127.0.0.1.
+            "webpush_vapid_private_key": settings.webpush_vapid_private_key
+            or _dev_vapid_key(settings.data_dir),
+            "webpush_subject": settings.webpush_subject or "mailto:dev@tidings.example",
+            "webpush_allowed_hosts": [*settings.webpush_allowed_hosts, "127.0.0.1"],
             "sendgrid_api_key": "SG.dev",
             "sendgrid_base_url": sink,
             "slack_webhook_url": sink + "/slack/dev",
@@ -329,6 +339,14 @@ def _dev_private_key(data_dir: Path) -> str:
         return pem.decode()
 
     keep_secret_file(path, make)
+    return path.read_text()
+
+
+def _dev_vapid_key(data_dir: Path) -> str:
+    """A VAPID key for `tidings dev`, made once: browsers subscribed with its public key
+    keep working across restarts."""
+    path = data_dir / "dev-vapid-key.pem"
+    keep_secret_file(path, generate_vapid_key)
     return path.read_text()
 
 

@@ -67,7 +67,7 @@ def _lines(content: str) -> str:
 
 
 def read_provider_outbox(path: Path, *, to: str | None = None) -> list[OutboxMessage]:
-    """What the SMS, push, chat and webhook stand-ins of `tidings dev` accepted."""
+    """What the SendGrid, SMS, push, chat and webhook stand-ins of `tidings dev` accepted."""
     found = []
     for record in read_records(path):
         recipient = str(record.get("to") or "")
@@ -81,11 +81,16 @@ def read_provider_outbox(path: Path, *, to: str | None = None) -> list[OutboxMes
                 received_at=datetime.fromisoformat(str(record["received_at"])),
                 to=recipient,
                 sender=str(record.get("provider") or ""),
-                subject=str(parts.get("title") or text.splitlines()[0] if text else ""),
+                # SendGrid email has a subject; push a title; SMS only its first line.
+                subject=str(
+                    parts.get("subject") or parts.get("title") or text.splitlines()[0]
+                    if text
+                    else ""
+                ),
                 delivery_id=None,
                 message_id=str(record.get("provider_id") or "") or None,
                 text=text,
-                html=None,
+                html=str(parts["html"]) if parts.get("html") else None,
             )
         )
     return found

@@ -9,10 +9,16 @@ unchanged with their base URL pointed here:
 - FCM: `POST /token` (the service-account JWT grant; signatures are checked for
   the keys given to `create_sink_app`) and `POST /v1/projects/{p}/messages:send`
   (a bearer token this sink issued).
+- Web Push: a local push service under `/webpush/` (see `push_service`): it
+  issues subscriptions, checks VAPID and decrypts what it records.
 - Slack: `POST /slack/{name}`; Teams: `POST /teams/{name}`; Standard Webhooks:
   `POST /webhooks/{name}` (signature checked when a secret is given).
 - SendGrid: `POST /v3/mail/send` (v3 JSON, `Authorization: Bearer`), answering
-  202 with an empty body and an `X-Message-Id` header.
+  202 with an empty body and an `X-Message-Id` header. A request with several
+  personalizations is recorded as one message per personalization, its subject
+  and substitutions applied, as SendGrid sends them; Mail Send's limits hold
+  (1,000 personalizations, each address once, 10,000 bytes of substitutions per
+  personalization: 400; 30 MB: 413).
 
 Every accepted message is appended as one JSON line to the record file:
 `channel`, `provider`, `to`, `parts` (what a person would see), `payload` (the
@@ -39,8 +45,10 @@ Magic values make it fail the way the vendor does:
 - Any HTTP status NNN, on any route: a base URL ending in `/fail/NNN` (the
   prefix is taken off before routing), `?fail=NNN`, an `X-Sink-Fail: NNN`
   header, an SMS number +15005550NNN (NNN 429 or 5xx), a token or name
-  `fail-NNN`, or an email recipient `fail-NNN@...`. The answer is the
-  vendor's error for that status; 429 and 503 come with `Retry-After: 2`.
+  `fail-NNN`, or an email recipient `fail-NNN@...` (any one of a SendGrid
+  request's). The answer is the vendor's error for that status; 429 and 503
+  come with `Retry-After: 2`. A SendGrid recipient `once-NNN@...` fails its
+  request with NNN the first time only.
 """
 
 from __future__ import annotations
@@ -67,6 +75,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tidings.activities.channels.fcm import GRANT_TYPE, SCOPE
 from tidings.activities.channels.webhook import verify_standard_webhook
+from tidings.starter.push_service import Subscriptions, web_push_routes
 
 RETRY_AFTER = "2"
 TWILIO_NUMBERS: dict[str, tuple[int, str]] = {
@@ -89,8 +98,14 @@ SENDGRID_RESERVED_HEADERS = frozenset(
      "content-transfer-encoding", "received", "dkim-signature", "x-sg-id", "x-sg-eid"}
 )  # fmt: skip
 """Headers the v3 API sets from its own fields, or SendGrid sets itself."""
+SENDGRID_MAX_PERSONALIZATIONS = 1000
+SENDGRID_SUBSTITUTION_BYTES = 10_000
+SENDGRID_MAX_REQUEST_BYTES = 30_000_000
+"""Mail Send's limits: personalizations (and recipients) a request, substitutions per
+personalization, and the request's size."""
 _FAIL_PREFIX = re.compile(r"/fail/(\d{3})(/.*)")
 _FAIL_DESTINATION = re.compile(r"fail-(\d{3})|\+?15005550(429|5\d\d)")
+_FAIL_ONCE = re.compile(r"once-(\d{3})")
 
 
 @dataclass
@@ -102,6 +117,9 @@ class SinkState:
     webhook_secret: str | None = None
     issued_tokens: set[str] = field(default_factory=set)
     token_requests: int = 0
+    sendgrid_requests: int = 0
+    failed_once: set[str] = field(default_factory=set)
+    """Recipients `once-NNN@...` already refused once (see the module docstring)."""
 
     def record(
         self, channel: str, provider: str, to: str, parts: object, payload: object, sid: str | None
@@ -146,6 +164,8 @@ def create_sink_app(
     _fcm_routes(app, state)
     _chat_routes(app, state)
     _sendgrid_routes(app, state)
+    app.state.web_push = Subscriptions(record_path.with_name("webpush-subscriptions.json"))
+    web_push_routes(app, state, app.state.web_push, _forced, _retry_headers)
     return app
 
 
@@ -449,30 +469,87 @@ def _sendgrid_routes(app: FastAPI, state: SinkState) -> None:
 
     @app.post("/v3/mail/send")
     async def sendgrid_send(request: Request) -> Response:
+        state.sendgrid_requests += 1
         scheme, _, key = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not key.startswith("SG."):
             return error(401, "The provided authorization grant is invalid, expired, or revoked")
-        payload = await request.json()
+        raw = await request.body()
+        if len(raw) >= SENDGRID_MAX_REQUEST_BYTES:
+            return error(413, "The JSON payload you have included in your request is too large.")
+        payload = json.loads(raw)
+        personalizations = [p for p in payload.get("personalizations") or [] if isinstance(p, dict)]
         recipients = [
             str(to.get("email", ""))
-            for personalization in payload.get("personalizations") or []
+            for personalization in personalizations
             for to in personalization.get("to") or []
         ]
-        forced = _forced(request, recipients[0].partition("@")[0] if recipients else "")
+        forced = _sendgrid_forced_status(request, recipients, state)
         if forced is not None:
             return _sendgrid_forced(forced, error)
-        problem = _sendgrid_problem(payload, recipients)
+        problem = _sendgrid_problem(payload, personalizations, recipients)
         if problem is not None:
             return error(*problem)
         message_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        content = {part.get("type"): part.get("value") for part in payload["content"]}
-        parts = {
-            "subject": payload.get("subject", ""),
-            "text": content.get("text/plain", ""),
-            **({"html": content["text/html"]} if "text/html" in content else {}),
-        }
-        state.record("email", "sendgrid", recipients[0], parts, payload, message_id)
+        # One message per personalization, as SendGrid sends them; each record keeps
+        # the request with its own personalization only (a batch's whole body in every
+        # record would grow with the square of its size).
+        for personalization in personalizations:
+            own = (
+                payload
+                if len(personalizations) == 1
+                else {
+                    **payload,
+                    "personalizations": [personalization],
+                }
+            )
+            to = str(personalization["to"][0]["email"])
+            parts = _sendgrid_parts(payload, personalization)
+            state.record("email", "sendgrid", to, parts, own, message_id)
         return Response(status_code=202, headers={"X-Message-Id": message_id})
+
+
+def _sendgrid_forced_status(
+    request: Request, recipients: list[str], state: SinkState
+) -> int | None:
+    """A failure asked for by the request or by any recipient (`fail-NNN@`), or the
+    first time the sink sees a recipient `once-NNN@` (answered normally afterwards)."""
+    local_parts = [address.partition("@")[0] for address in recipients]
+    for local_part in local_parts or [""]:
+        forced = _forced(request, local_part)
+        if forced is not None:
+            return forced
+    first_time = [
+        (address, match)
+        for address, local_part in zip(recipients, local_parts, strict=True)
+        if (match := _FAIL_ONCE.fullmatch(local_part)) and address not in state.failed_once
+    ]
+    if not first_time:
+        return None
+    state.failed_once.update(address for address, _ in first_time)
+    return int(first_time[0][1].group(1))
+
+
+def _sendgrid_parts(payload: dict[str, Any], personalization: dict[str, Any]) -> dict[str, str]:
+    """What the personalization's recipient sees: its subject and the content, with its
+    substitutions made (in one pass, as SendGrid makes them)."""
+    substitutions = {
+        str(k): str(v) for k, v in (personalization.get("substitutions") or {}).items()
+    }
+    pattern = re.compile(
+        "|".join(re.escape(tag) for tag in sorted(substitutions, key=len, reverse=True))
+    )
+
+    def filled(text: str) -> str:
+        return pattern.sub(lambda m: substitutions[m.group(0)], text) if substitutions else text
+
+    content = {part.get("type"): str(part.get("value", "")) for part in payload["content"]}
+    parts = {
+        "subject": filled(str(personalization.get("subject") or payload.get("subject", ""))),
+        "text": filled(content.get("text/plain", "")),
+    }
+    if "text/html" in content:
+        parts["html"] = filled(content["text/html"])
+    return parts
 
 
 def _sendgrid_forced(status: int, error: Callable[[int, str], JSONResponse]) -> JSONResponse:
@@ -491,9 +568,10 @@ def _sendgrid_forced(status: int, error: Callable[[int, str], JSONResponse]) -> 
 
 
 def _sendgrid_problem(
-    payload: dict[str, Any], recipients: list[str]
+    payload: dict[str, Any], personalizations: list[dict[str, Any]], recipients: list[str]
 ) -> tuple[int, str, str] | None:
-    """What SendGrid would refuse with 400 (or 403 for the sender), or None."""
+    """What SendGrid would refuse with 400 (or 403 for the sender), or None; the words
+    are those of its Mail Send error list."""
     sender = payload.get("from") or {}
     if not sender.get("email"):
         return 400, "The from object must be provided for every email send.", "from.email"
@@ -503,19 +581,71 @@ def _sendgrid_problem(
             "sent until this error is resolved."
         )
         return 403, message, "from"
-    if not recipients:
+    if not personalizations:
         return 400, "The personalizations field is required.", "personalizations"
-    for index, address in enumerate(recipients):
-        if "@" not in address:
-            return 400, "Does not contain a valid address.", f"personalizations.0.to.{index}.email"
-    if not payload.get("subject"):
-        return 400, "The subject is required.", "subject"
+    if len(personalizations) > SENDGRID_MAX_PERSONALIZATIONS:
+        message = (
+            f"The personalization block is limited to {SENDGRID_MAX_PERSONALIZATIONS} "
+            f"personalizations per API request. You have provided {len(personalizations)} "
+            "personalizations. Please consider splitting this into multiple requests and "
+            "resending your request."
+        )
+        return 400, message, "personalizations"
+    if len(recipients) > SENDGRID_MAX_PERSONALIZATIONS:
+        message = "There is a limit of 1000 total recipients (to + cc + bcc) per request."
+        return 400, message, "personalizations"
+    seen: set[str] = set()
+    for index, personalization in enumerate(personalizations):
+        problem = _personalization_problem(payload, personalization, index, seen)
+        if problem is not None:
+            return problem
     types = [part.get("type") for part in payload.get("content") or []]
     if not types:
         return 400, "The content parameter is required.", "content"
     if "text/plain" in types and types[0] != "text/plain":
         return 400, "The text/plain content type must be first.", "content.0.type"
-    for name in payload.get("headers") or {}:
+    return _reserved_header(payload.get("headers"), "headers")
+
+
+def _personalization_problem(
+    payload: dict[str, Any], personalization: dict[str, Any], index: int, seen: set[str]
+) -> tuple[int, str, str] | None:
+    where = f"personalizations.{index}"
+    recipients = personalization.get("to") or []
+    if not recipients:
+        message = (
+            "The to parameter is required for all personalization objects, and must have "
+            "at least one email object with a valid email address."
+        )
+        return 400, message, f"{where}.to"
+    for number, recipient in enumerate(recipients):
+        address = str(recipient.get("email", ""))
+        if "@" not in address:
+            return 400, "Does not contain a valid address.", f"{where}.to.{number}.email"
+        if address.lower() in seen:
+            message = (
+                "Each unique email address in the personalizations array should only be "
+                f"included once. You have included {address} more than once."
+            )
+            return 400, message, f"{where}.to.{number}.email"
+        seen.add(address.lower())
+    if not (personalization.get("subject") or payload.get("subject")):
+        return 400, "The subject is required.", "subject"
+    substitutions = personalization.get("substitutions") or {}
+    if not all(isinstance(value, str) for value in substitutions.values()):
+        return 400, "Substitution values must be strings.", f"{where}.substitutions"
+    size = sum(len(str(k).encode()) + len(v.encode()) for k, v in substitutions.items())
+    if size > SENDGRID_SUBSTITUTION_BYTES:
+        message = (
+            f"The total size of a personalization's substitutions may not exceed "
+            f"{SENDGRID_SUBSTITUTION_BYTES} bytes; this one has {size}."
+        )
+        return 400, message, f"{where}.substitutions"
+    return _reserved_header(personalization.get("headers"), f"{where}.headers")
+
+
+def _reserved_header(headers: object, field: str) -> tuple[int, str, str] | None:
+    for name in headers if isinstance(headers, dict) else {}:
         if name.lower() in SENDGRID_RESERVED_HEADERS:
-            return 400, f"The header {name} is reserved and cannot be set.", "headers"
+            return 400, f"The header {name} is reserved and cannot be set.", field
     return None

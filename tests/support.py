@@ -23,6 +23,7 @@ from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from tidings import naming
 from tidings.activities import metrics
 from tidings.activities.channels import ChannelProvider, EmailProvider
+from tidings.activities.channels.relay_record import smtp_records
 from tidings.activities.channels.smtp import SmtpConfig, SmtpProvider
 from tidings.activities.receipts import Receipts
 from tidings.activities.send import MessageSender
@@ -120,10 +121,11 @@ def make_sender(
     if publish_templates:
         publish(database, templates_dir)
     config = Settings(data_dir=data_dir, templates_dir=templates_dir, **settings)
+    mailer = SmtpProvider(SmtpConfig(host=smtp.host, port=smtp.port, timeout_seconds=5))
     return MessageSender(
         db=database,
         composer=composer(config, load_library(templates_dir).brand),
-        provider=SmtpProvider(SmtpConfig(host=smtp.host, port=smtp.port, timeout_seconds=5)),
+        provider=mailer,
         sender="Acme <hello@acme.example>",
         default_timezone="UTC",
         policy=policy or PolicyConfig(),
@@ -131,6 +133,7 @@ def make_sender(
         email_fallbacks=email_fallbacks or [],
         attempts_per_provider=config.provider_attempts,
         receipts=Receipts(config.receipts_dir),
+        records=smtp_records(config.smtp_record, [mailer]),
     )
 
 

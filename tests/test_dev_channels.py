@@ -7,6 +7,7 @@ import asyncio
 import json
 from pathlib import Path
 
+import httpx
 from support import EXAMPLE_JOURNEYS, EXAMPLE_TEMPLATES
 from typer.testing import CliRunner
 
@@ -16,7 +17,7 @@ from tidings.catalog import Catalog
 from tidings.db.engine import Database
 from tidings.settings import Settings
 from tidings.starter.cli import app as cli
-from tidings.starter.dev import DevPorts, dev_app, dev_settings
+from tidings.starter.dev import DEV_PROVIDERS_PATH, DevPorts, dev_app, dev_settings
 from tidings.starter.ports import free_port
 from tidings.starter.service import running_service
 
@@ -41,12 +42,16 @@ async def test_every_dev_provider_reaches_its_stand_in_and_the_outbox_lists_them
     app = dev_app(settings, database, Catalog.from_settings(settings))
     providers = channel_providers(settings, database)
     try:
-        async with running_service(app, host="127.0.0.1", port=ports.http):
+        async with running_service(app, host="127.0.0.1", port=ports.http) as url:
+            # A browser's subscription at the dev push service, for the Web Push provider.
+            async with httpx.AsyncClient() as client:
+                answer = await client.post(f"{url}{DEV_PROVIDERS_PATH}/webpush/subscriptions")
+            addresses = {**ADDRESSES, "webpush": answer.text}
             for channel, parts in PARTS.items():
                 for n, provider in enumerate(providers[channel]):
                     message = OutgoingMessage(
                         channel=channel,
-                        to=ADDRESSES[channel],
+                        to=addresses.get(provider.name, ADDRESSES[channel]),
                         contact_key="ada",
                         parts=parts,
                         delivery_id=f"{channel}{n}",
@@ -59,7 +64,7 @@ async def test_every_dev_provider_reaches_its_stand_in_and_the_outbox_lists_them
         "sms": ["twilio", "vonage"],
         "chat": ["slack", "teams"],
         "in_app": ["inbox"],
-        "push": ["fcm"],
+        "push": ["fcm", "webpush"],
         "webhook": ["webhook"],
     }
     result = CliRunner().invoke(cli, ["outbox", "--json"], env={"TIDINGS_DATA_DIR": str(tmp_path)})
@@ -70,6 +75,7 @@ async def test_every_dev_provider_reaches_its_stand_in_and_the_outbox_lists_them
             ("sms", "twilio"),
             ("sms", "vonage"),
             ("push", "fcm"),
+            ("push", "webpush"),
             ("chat", "slack"),
             ("chat", "teams"),
             ("webhook", "webhook"),

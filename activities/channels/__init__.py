@@ -7,6 +7,7 @@ from typing import Protocol
 from pydantic import BaseModel
 
 from tidings.models.policy import SuppressionReason
+from tidings.models.primitives import Purpose
 
 
 class OutgoingEmail(BaseModel):
@@ -19,6 +20,10 @@ class OutgoingEmail(BaseModel):
     html: str | None = None
     message_id: str
     headers: dict[str, str] = {}
+    batchable: bool = False
+    """Low-priority mail a provider may send with others in one request (SendGrid
+    personalizations), after waiting a moment for them; never set for mail that
+    should leave at once."""
 
 
 class TransientSendError(Exception):
@@ -83,6 +88,10 @@ class OutgoingMessage(BaseModel):
     FCM message ids) get it, and status callbacks carry it back."""
     status_callback: str | None = None
     """Where the provider should report delivery status, if it can."""
+    purpose: Purpose = "marketing"
+    """transactional, service, marketing or critical: Web Push sets its Urgency and TTL by it."""
+    topic: str | None = None
+    """The step's topic; Web Push may send it as a collapse key (TIDINGS_WEBPUSH_TOPIC_COLLAPSE)."""
 
 
 class ChannelProvider(Protocol):

@@ -34,6 +34,15 @@ def point_of_no_return() -> None:
         mark()
 
 
+def take() -> Callable[[], None] | None:
+    """This send's pending mark, removed from it: for a provider that hands the message
+    over from another thread (a batch sent by one of its members). Whoever takes the
+    mark must run it before the message can leave, or not send the message at all."""
+    mark = _mark.get()
+    _mark.set(None)
+    return mark
+
+
 @contextmanager
 def marking(mark: Callable[[], None]) -> Iterator[None]:
     """Run `mark` when the provider inside reaches its point of no return."""

@@ -13,13 +13,16 @@ from tidings.activities.channels.fcm import FcmConfig, FcmPush
 from tidings.activities.channels.http import url_allowed
 from tidings.activities.channels.inbox import InboxProvider
 from tidings.activities.channels.sendgrid import SendGridConfig, SendGridEmail
+from tidings.activities.channels.sendgrid_batch import BatchingSendGridEmail, BatchSettings
 from tidings.activities.channels.slack import SlackConfig, SlackWebhook
 from tidings.activities.channels.teams import TeamsConfig, TeamsWebhook
 from tidings.activities.channels.twilio import TwilioConfig, TwilioSms
 from tidings.activities.channels.vonage import VonageConfig, VonageSms
 from tidings.activities.channels.webhook import StandardWebhook, WebhookConfig
+from tidings.activities.channels.webpush import WebPush, WebPushConfig
 from tidings.db.engine import Database
 from tidings.errors import TidingsError
+from tidings.push_subscriptions import is_web_push
 from tidings.settings import Settings
 
 
@@ -55,6 +58,18 @@ def _teams(s: Settings) -> ChannelProvider | None:
     )
 
 
+def _webpush(s: Settings) -> ChannelProvider:
+    return WebPush(
+        WebPushConfig(
+            vapid_private_key=s.webpush_vapid_private_key,
+            subject=s.webpush_subject,
+            ttl_seconds=s.webpush_ttl_seconds,
+            topic_collapse=s.webpush_topic_collapse,
+            allowed_hosts=tuple(s.webpush_allowed_hosts),
+        )
+    )
+
+
 SMS: dict[str, Callable[[Settings], ChannelProvider | None]] = {
     "twilio": _twilio,
     "vonage": _vonage,
@@ -72,8 +87,9 @@ def channel_providers(settings: Settings, database: Database) -> dict[str, list[
         "chat": _ordered("chat", settings.chat_providers, CHAT, settings),
         "in_app": [InboxProvider(database)],
     }
+    found["push"] = []
     if settings.fcm_project_id and settings.fcm_client_email and settings.fcm_private_key:
-        found["push"] = [
+        found["push"] += [
             FcmPush(
                 FcmConfig(
                     project_id=settings.fcm_project_id,
@@ -84,6 +100,8 @@ def channel_providers(settings: Settings, database: Database) -> dict[str, list[
                 )
             )
         ]
+    if settings.webpush_vapid_private_key:
+        found["push"].append(_webpush(settings))
     if settings.webhook_url and settings.webhook_secret:
         found["webhook"] = [
             StandardWebhook(
@@ -115,9 +133,45 @@ def _ordered(
 
 def email_fallbacks(settings: Settings) -> list[EmailProvider]:
     """Email providers after SMTP, in order: SendGrid once its key is set."""
+    sendgrid = _sendgrid(settings)
+    return [] if sendgrid is None else [sendgrid]
+
+
+def email_providers(settings: Settings, smtp: EmailProvider) -> list[EmailProvider]:
+    """The email providers in TIDINGS_EMAIL_PROVIDERS order, first preferred: `smtp`
+    (given: tests and the dev server bring their own) and SendGrid once its key is set."""
+    known: dict[str, Callable[[Settings], EmailProvider | None]] = {
+        "smtp": lambda _: smtp,
+        "sendgrid": _sendgrid,
+    }
+    unknown = [name for name in settings.email_providers if name not in known]
+    if unknown:
+        raise TidingsError(
+            f"unknown email provider {', '.join(unknown)}; "
+            f"TIDINGS_EMAIL_PROVIDERS takes {', '.join(known)}"
+        )
+    built = (known[name](settings) for name in dict.fromkeys(settings.email_providers))
+    providers = [provider for provider in built if provider is not None]
+    if not providers:
+        raise TidingsError(
+            f"no email provider: TIDINGS_EMAIL_PROVIDERS lists "
+            f"{', '.join(settings.email_providers) or 'none'}, and sendgrid takes part only "
+            "once TIDINGS_SENDGRID_API_KEY is set; add smtp or set the key"
+        )
+    return providers
+
+
+def _sendgrid(settings: Settings) -> EmailProvider | None:
     if not settings.sendgrid_api_key:
-        return []
-    return [SendGridEmail(SendGridConfig(settings.sendgrid_api_key, settings.sendgrid_base_url))]
+        return None
+    config = SendGridConfig(settings.sendgrid_api_key, settings.sendgrid_base_url)
+    if not settings.sendgrid_batch_purposes:
+        return SendGridEmail(config)
+    batching = BatchSettings(
+        max_messages=settings.sendgrid_batch_max,
+        linger_seconds=settings.sendgrid_batch_linger_ms / 1000,
+    )
+    return BatchingSendGridEmail(config, batching)
 
 
 def chat_provider_for(url: str, providers: Sequence[ChannelProvider]) -> ChannelProvider:
@@ -128,3 +182,28 @@ def chat_provider_for(url: str, providers: Sequence[ChannelProvider]) -> Channel
         if url_allowed(url, hosts):
             return provider
     return providers[0]
+
+
+class NoProviderError(TidingsError):
+    """The channel has providers, but none that can deliver to this address."""
+
+
+def providers_for(
+    channel: str, address: str, providers: Sequence[ChannelProvider]
+) -> Sequence[ChannelProvider]:
+    """The channel's providers that can deliver to `address`, first preferred. Push
+    addresses are of two kinds: a browser's Web Push subscription goes to Web Push,
+    an app's FCM token to FCM; the other channels' providers all take any address."""
+    if channel != "push":
+        return providers
+    web = is_web_push(address)
+    fitting = [p for p in providers if (p.name == WebPush.name) == web]
+    if not fitting:
+        raise NoProviderError(
+            "the contact's push address is a Web Push subscription and Web Push is not "
+            "configured: set TIDINGS_WEBPUSH_VAPID_PRIVATE_KEY and TIDINGS_WEBPUSH_SUBJECT"
+            if web
+            else "the contact's push address is an FCM token and FCM is not configured: set "
+            "TIDINGS_FCM_PROJECT_ID, TIDINGS_FCM_CLIENT_EMAIL and TIDINGS_FCM_PRIVATE_KEY"
+        )
+    return fitting

@@ -36,6 +36,7 @@ from tidings.activities.channels.bounces import (
     reply_code,
 )
 from tidings.activities.channels.http import classify_response, post
+from tidings.activities.metrics import record_provider_request
 from tidings.models.policy import SuppressionReason
 
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
@@ -67,6 +68,16 @@ class SendGridEmail:
         self.config = config
 
     def send(self, email: OutgoingEmail) -> str:
+        response = self.post_mail_send(mail_send_body(email), messages=1, delivers=True)
+        if not response.is_success:
+            raise classify(response)
+        return accepted_message_id(response)
+
+    def post_mail_send(
+        self, body: dict[str, object], *, messages: int, delivers: bool
+    ) -> httpx.Response:
+        """One Mail Send request carrying `messages` emails; `delivers=False` when the
+        caller has marked the hand-over of each itself (a batch)."""
         config = self.config
         if not config.api_key.strip():
             raise PermanentSendError("sendgrid: no API key: set TIDINGS_SENDGRID_API_KEY")
@@ -74,20 +85,25 @@ class SendGridEmail:
             self.name,
             f"{config.base_url.rstrip('/')}/v3/mail/send",
             timeout_seconds=config.timeout_seconds,
-            json_body=mail_send_body(email),
+            json_body=body,
             headers={"Authorization": f"Bearer {config.api_key}"},
+            delivers=delivers,
         )
-        if not response.is_success:
-            raise classify(response)
-        message_id = str(response.headers.get("x-message-id", "")).strip()
-        if not message_id:
-            # Not retried (it would go twice), nor counted as sent without an id to
-            # match its events by: uncertain, for someone to look at.
-            raise AmbiguousSendError(
-                f"sendgrid: HTTP {response.status_code} without an X-Message-Id: the message "
-                "may have been sent, and its events cannot be matched to it"
-            )
-        return message_id
+        record_provider_request(self.name, messages)
+        return response
+
+
+def accepted_message_id(response: httpx.Response) -> str:
+    """The X-Message-Id of a 2xx answer, which SendGrid's events for the message carry."""
+    message_id = str(response.headers.get("x-message-id", "")).strip()
+    if not message_id:
+        # Not retried (it would go twice), nor counted as sent without an id to
+        # match its events by: uncertain, for someone to look at.
+        raise AmbiguousSendError(
+            f"sendgrid: HTTP {response.status_code} without an X-Message-Id: the message "
+            "may have been sent, and its events cannot be matched to it"
+        )
+    return message_id
 
 
 def mail_send_body(email: OutgoingEmail) -> dict[str, object]:
@@ -96,6 +112,26 @@ def mail_send_body(email: OutgoingEmail) -> dict[str, object]:
     text/plain comes first: the API refuses any other order. Reply-To is
     reserved as a header, so it moves to `reply_to`.
     """
+    headers, reply_to = message_headers(email)
+    content = [{"type": "text/plain", "value": email.text}]
+    if email.html is not None:
+        content.append({"type": "text/html", "value": email.html})
+    body: dict[str, object] = {
+        "personalizations": [{"to": [{"email": email.to}]}],
+        "from": sender_address(email),
+        "subject": email.subject,
+        "content": content,
+        "headers": headers,
+    }
+    if reply_to is not None:
+        body["reply_to"] = reply_to
+    if (custom_args := delivery_args(email)) is not None:
+        body["custom_args"] = custom_args
+    return body
+
+
+def message_headers(email: OutgoingEmail) -> tuple[dict[str, str], dict[str, str] | None]:
+    """The headers the API takes as `headers` (Message-ID first), and the `reply_to` object."""
     headers = {"Message-ID": email.message_id}
     reply_to: dict[str, str] | None = None
     for name, value in email.headers.items():
@@ -103,22 +139,17 @@ def mail_send_body(email: OutgoingEmail) -> dict[str, object]:
             reply_to = _address(value, "Reply-To")
         else:
             headers[name] = value
-    content = [{"type": "text/plain", "value": email.text}]
-    if email.html is not None:
-        content.append({"type": "text/html", "value": email.html})
-    body: dict[str, object] = {
-        "personalizations": [{"to": [{"email": email.to}]}],
-        "from": _address(email.sender, "sender"),
-        "subject": email.subject,
-        "content": content,
-        "headers": headers,
-    }
-    if reply_to is not None:
-        body["reply_to"] = reply_to
+    return headers, reply_to
+
+
+def delivery_args(email: OutgoingEmail) -> dict[str, str] | None:
+    """The custom arguments SendGrid copies into each event of the message: its delivery id."""
     delivery_id = _header(email.headers, DELIVERY_HEADER)
-    if delivery_id is not None:
-        body["custom_args"] = {DELIVERY_ARG: delivery_id}
-    return body
+    return None if delivery_id is None else {DELIVERY_ARG: delivery_id}
+
+
+def sender_address(email: OutgoingEmail) -> dict[str, str]:
+    return _address(email.sender, "sender")
 
 
 def _address(value: str, what: str) -> dict[str, str]:
