@@ -299,7 +299,7 @@ class MessageSender:
         known = self._records.get(provider)
         if known is None:
             return None
-        message_id = _message_id(idempotency_key, self._sender)
+        message_id = email_message_id(idempotency_key, self._sender)
         asked = HandedOver(message_id, delivery.to_address or "", delivery.updated_at)
         answer = known.record.look_up(asked)
         bound = log.bind(delivery_id=delivery.id, provider=provider, record=known.record.where)
@@ -375,7 +375,7 @@ class MessageSender:
             subject=composed.parts["subject"],
             text=composed.parts["text"],
             html=composed.parts.get("html"),
-            message_id=_message_id(idempotency_key, self._sender),
+            message_id=email_message_id(idempotency_key, self._sender),
             headers={**composed.headers, DELIVERY_HEADER: delivery.id},
             batchable=delivery.purpose in self._batchable_purposes,
         )
@@ -640,7 +640,7 @@ def _result(delivery: Delivery) -> SendResult:
     return SendResult(delivery_id=delivery.id, status=status, detail=detail, end=end)
 
 
-def _message_id(idempotency_key: str, sender: str) -> str:
+def email_message_id(idempotency_key: str, sender: str) -> str:
     """Stable per delivery, so a message can be traced and recipients can dedupe."""
     digest = hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
     domain = parseaddr(sender)[1].rpartition("@")[2] or "tidings.invalid"

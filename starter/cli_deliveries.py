@@ -19,7 +19,7 @@ import typer
 from sqlmodel import Session, col, select
 
 from tidings.activities.channels.relay_record import HandedOver, ProviderRecord, smtp_records
-from tidings.activities.send import RELAY_FOUND, _message_id
+from tidings.activities.send import RELAY_FOUND, email_message_id
 from tidings.db import deliveries, delivery_events
 from tidings.models.tables import Delivery
 from tidings.settings import Settings
@@ -83,7 +83,7 @@ def _reconcile(
     if known is None:
         why = f"no record configured for provider {row.provider or '(not recorded)'}"
         return Reconciled(row, "no record", "left uncertain", why)
-    message_id = _message_id(row.idempotency_key, sender)
+    message_id = email_message_id(row.idempotency_key, sender)
     # The hand-over came after the claim and before the row turned uncertain: the
     # record must reach back to the claim, and `absent` wait until after the latter.
     handed_over = row.counted_at or row.updated_at

@@ -25,7 +25,7 @@ from tidings.activities.channels.relay_record import (
     PostfixLogRecord,
     parse,
 )
-from tidings.activities.send import RELAY_ABSENT, RELAY_FOUND, MessageSender, _message_id
+from tidings.activities.send import RELAY_ABSENT, RELAY_FOUND, MessageSender, email_message_id
 from tidings.db import deliveries, delivery_events
 from tidings.db.contacts import upsert_contact
 from tidings.db.engine import Database, normalize_url
@@ -279,7 +279,7 @@ def test_a_send_the_relay_kept_is_recorded_sent_from_its_record(
 
     row = the_row(database)
     assert (result.status, row.status, row.attempts) == ("sent", "sent", 1)
-    assert row.provider_message_id == _message_id(KEY, SENDER)
+    assert row.provider_message_id == email_message_id(KEY, SENDER)
     assert RELAY_FOUND in history(database)
     assert len(read_email_outbox(smtp.maildir_path)) == 1  # not sent again
 
@@ -295,7 +295,7 @@ def test_a_send_the_relay_never_got_is_sent_again_once_with_the_same_message_id(
     row = the_row(database)
     [message] = read_email_outbox(smtp.maildir_path)
     assert (result.status, row.status, row.attempts) == ("sent", "sent", 2)
-    assert message.message_id == _message_id(KEY, SENDER)
+    assert message.message_id == email_message_id(KEY, SENDER)
     assert RELAY_ABSENT in history(database)
     # A third attempt (the second's answer lost) finds it sent: no copy more.
     assert activity_env(attempt=3).run(sender.send_email, send_input()).status == "sent"
