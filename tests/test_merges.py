@@ -519,18 +519,23 @@ def test_the_reentry_policy_counts_the_merged_contacts_entries(db: Database) -> 
     identify(db, T0, key="ada", jurisdiction="US", emails=["ada@example.com"])
     identify(db, T0, key="ada-old", jurisdiction="US", emails=["ada.old@example.com"])
     never, cooldown = Reentry(policy="never"), Reentry(policy="after_exit", cooldown="30d")
-    with db.session() as session:
-        for journey in ("onboarding", "renewal"):
-            journey_runs.admit(
+
+    def admit(journey: str, key: str, reentry: Reentry, at: datetime) -> journey_runs.Admission:
+        with db.session() as session:
+            return journey_runs.admit(
                 session=session,
                 journey=journey,
                 version=1,
-                contact_key="ada-old",
-                workflow_id=f"journey/{journey}/ada-old",
-                run_id=f"run-{journey}",
-                reentry=never,
-                now=T0,
+                contact_key=key,
+                workflow_id=f"journey/{journey}/{key}",
+                run_id=f"run-{journey}-{key}",
+                reentry=reentry,
+                now=at,
             )
+
+    for journey in ("onboarding", "renewal"):
+        admit(journey, "ada-old", never, T0)
+        with db.session() as session:
             journey_runs.record_exit(
                 session=session,
                 journey=journey,
@@ -541,24 +546,12 @@ def test_the_reentry_policy_counts_the_merged_contacts_entries(db: Database) -> 
                 now=T0 + timedelta(days=1),
             )
     merge(db, "ada", "ada-old", at=T0 + timedelta(days=2))
-
-    def admit(journey: str, reentry: Reentry) -> journey_runs.Admission:
-        with db.session() as session:
-            return journey_runs.admit(
-                session=session,
-                journey=journey,
-                version=1,
-                contact_key="ada",
-                workflow_id=f"journey/{journey}/ada",
-                run_id=f"run-{journey}-ada",
-                reentry=reentry,
-                now=T0 + timedelta(days=3),
-            )
+    later = T0 + timedelta(days=3)
 
     onboarding, renewal, checkout = (
-        admit("onboarding", never),
-        admit("renewal", cooldown),
-        admit("checkout", never),
+        admit("onboarding", "ada", never, later),
+        admit("renewal", "ada", cooldown, later),
+        admit("checkout", "ada", never, later),
     )
 
     assert not onboarding.admitted and "policy is `never`" in onboarding.reason
