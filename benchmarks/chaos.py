@@ -55,7 +55,6 @@ from common import (  # noqa: E402
     bounded,
     email,
     machine,
-    postgres_schema,
     recorded_at,
     worker_env,
     write_journey,
@@ -67,7 +66,7 @@ from temporalio.client import Client  # noqa: E402
 from tidings import naming  # noqa: E402
 from tidings.activities.send import RELAY_ABSENT, RELAY_FOUND  # noqa: E402
 from tidings.catalog import Catalog  # noqa: E402
-from tidings.db.engine import Database  # noqa: E402
+from tidings.db.engine import Database, scratch_schema  # noqa: E402
 from tidings.models.tables import Delivery, DeliveryEventRecord  # noqa: E402
 from tidings.models.workflow_io import JourneyResult  # noqa: E402
 from tidings.settings import Settings  # noqa: E402
@@ -464,7 +463,7 @@ def main() -> None:
     )
     with ExitStack() as stack:
         if args.postgres:
-            url = stack.enter_context(postgres_schema(args.postgres, "tidings_chaos"))
+            url = stack.enter_context(scratch_schema(args.postgres, "tidings_chaos"))
             options = dataclasses.replace(options, database_url=url)
         tmp = stack.enter_context(tempfile.TemporaryDirectory())
         report = asyncio.run(run(options, Path(tmp)))

@@ -16,10 +16,8 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Awaitable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,7 +25,6 @@ from typing import Any
 
 import yaml
 from bare import BareOnboarding
-from sqlalchemy import create_engine, text
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
@@ -40,7 +37,7 @@ from tidings import naming
 from tidings.activities.journal import JourneyJournal
 from tidings.activities.policy import PolicyGate
 from tidings.db.contacts import upsert_contact
-from tidings.db.engine import Database, normalize_url
+from tidings.db.engine import Database
 from tidings.models.contact import IdentifyContact
 from tidings.models.journey import Journey, SendStep, WaitStep
 from tidings.models.policy import PolicyConfig
@@ -255,21 +252,6 @@ async def workflow_backlog(client: Client, task_queue: str) -> int:
 
 
 # Worker processes
-
-
-@contextmanager
-def postgres_schema(server_url: str, prefix: str) -> Iterator[str]:
-    """A database URL for a schema of its own on a PostgreSQL server, dropped afterwards."""
-    schema = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(normalize_url(server_url), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{server_url}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 def worker_env(

@@ -10,12 +10,11 @@ from pathlib import Path
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from sqlalchemy import create_engine, text
 from support import Stack, running_stack, start_dev_server, start_time_skipping
 from temporalio.testing import WorkflowEnvironment
 
 from tidings.activities.metrics import use_meter_provider
-from tidings.db.engine import normalize_url
+from tidings.db.engine import scratch_schema
 from tidings.starter.smtp_sink import SmtpSink
 
 POSTGRES_URL = os.environ.get(
@@ -66,16 +65,8 @@ def contact_key() -> str:
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A schema of its own on the local PostgreSQL server, dropped afterwards."""
-    schema = f"tidings_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(normalize_url(POSTGRES_URL), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with scratch_schema(POSTGRES_URL, "tidings_test") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
