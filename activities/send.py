@@ -122,29 +122,28 @@ class MessageSender:
             return recovered
         with self._db.session() as session:
             input = for_live_contact(session, input)
-        channel = input.channel
-        new = deliveries.NewDelivery(
-            idempotency_key=input.idempotency_key,
-            contact_key=input.contact_key,
-            journey=input.journey,
-            step_id=input.step_id,
-            channel=channel,
-            template=input.template,
-            purpose=input.purpose,
-            topic=input.topic,
-            scheduled_at=input.scheduled_at,
-        )
-        request = ComposeRequest(
-            template=input.template,
-            channel=channel,
-            contact_key=input.contact_key,
-            purpose=input.purpose,
-            topic=input.topic,
-            pinned=input.template_version,
-            trigger=input.trigger,
-            event=input.event,
-        )
-        with self._db.session() as session:
+            channel = input.channel
+            new = deliveries.NewDelivery(
+                idempotency_key=input.idempotency_key,
+                contact_key=input.contact_key,
+                journey=input.journey,
+                step_id=input.step_id,
+                channel=channel,
+                template=input.template,
+                purpose=input.purpose,
+                topic=input.topic,
+                scheduled_at=input.scheduled_at,
+            )
+            request = ComposeRequest(
+                template=input.template,
+                channel=channel,
+                contact_key=input.contact_key,
+                purpose=input.purpose,
+                topic=input.topic,
+                pinned=input.template_version,
+                trigger=input.trigger,
+                event=input.event,
+            )
             earlier = deliveries.find(session=session, idempotency_key=new.idempotency_key)
             if earlier is not None and earlier.status in deliveries.FINAL:
                 return _result(earlier)
@@ -291,6 +290,8 @@ class MessageSender:
         deliver after its absent answer. The attempts fence keeps it from settling
         the row (its `finish` names an attempt number the row no longer has), not
         from writing to its socket."""
+        if not self._records:
+            return None  # nothing to ask: no transaction on every send's path
         with self._db.session() as session:
             delivery = deliveries.find(session=session, idempotency_key=idempotency_key)
         if delivery is None or delivery.status != deliveries.SENDING:
