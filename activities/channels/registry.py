@@ -6,7 +6,8 @@ configured fails its sends with a message that says so (no silent drops).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TypeVar
 
 from tidings.activities.channels import ChannelProvider, EmailProvider
 from tidings.activities.channels.fcm import FcmConfig, FcmPush
@@ -24,6 +25,8 @@ from tidings.db.engine import Database
 from tidings.errors import TidingsError
 from tidings.push_subscriptions import is_web_push
 from tidings.settings import Settings
+
+P = TypeVar("P", ChannelProvider, EmailProvider)
 
 
 def _twilio(s: Settings) -> ChannelProvider | None:
@@ -117,10 +120,13 @@ def channel_providers(settings: Settings, database: Database) -> dict[str, list[
 
 def _ordered(
     channel: str,
-    names: list[str],
-    known: dict[str, Callable[[Settings], ChannelProvider | None]],
+    names: Iterable[str],
+    known: Mapping[str, Callable[[Settings], P | None]],
     settings: Settings,
-) -> list[ChannelProvider]:
+) -> list[P]:
+    """The providers `names` lists (TIDINGS_<CHANNEL>_PROVIDERS), in its order, leaving
+    out those not configured; an unknown name is refused naming the setting."""
+    names = list(names)
     unknown = [name for name in names if name not in known]
     if unknown:
         raise TidingsError(
@@ -131,12 +137,6 @@ def _ordered(
     return [provider for provider in built if provider is not None]
 
 
-def email_fallbacks(settings: Settings) -> list[EmailProvider]:
-    """Email providers after SMTP, in order: SendGrid once its key is set."""
-    sendgrid = _sendgrid(settings)
-    return [] if sendgrid is None else [sendgrid]
-
-
 def email_providers(settings: Settings, smtp: EmailProvider) -> list[EmailProvider]:
     """The email providers in TIDINGS_EMAIL_PROVIDERS order, first preferred: `smtp`
     (given: tests and the dev server bring their own) and SendGrid once its key is set."""
@@ -144,14 +144,7 @@ def email_providers(settings: Settings, smtp: EmailProvider) -> list[EmailProvid
         "smtp": lambda _: smtp,
         "sendgrid": _sendgrid,
     }
-    unknown = [name for name in settings.email_providers if name not in known]
-    if unknown:
-        raise TidingsError(
-            f"unknown email provider {', '.join(unknown)}; "
-            f"TIDINGS_EMAIL_PROVIDERS takes {', '.join(known)}"
-        )
-    built = (known[name](settings) for name in dict.fromkeys(settings.email_providers))
-    providers = [provider for provider in built if provider is not None]
+    providers = _ordered("email", dict.fromkeys(settings.email_providers), known, settings)
     if not providers:
         raise TidingsError(
             f"no email provider: TIDINGS_EMAIL_PROVIDERS lists "
