@@ -33,9 +33,10 @@ from tidings.content.files import load_library
 from tidings.content.lint import load_compliance
 from tidings.db import templates
 from tidings.db.engine import Database
+from tidings.models.events import JourneyEvent
 from tidings.models.policy import PolicyConfig
 from tidings.models.tables import Delivery, JourneyRun
-from tidings.models.workflow_io import JourneyResult
+from tidings.models.workflow_io import JourneyResult, SendInput
 from tidings.settings import PACKAGE_DIR, Settings
 from tidings.starter.client import TidingsClient
 from tidings.starter.dev import find_binary
@@ -324,3 +325,27 @@ def points(reader: InMemoryMetricReader, name: str) -> dict[frozenset[tuple[str,
                         attributes = {k: str(v) for k, v in (point.attributes or {}).items()}
                         found[frozenset(attributes.items())] = point
     return found
+
+
+SEND_AT = datetime(2026, 11, 23, 12, tzinfo=UTC)
+CART = {"total": 150.0, "currency": "EUR", "cart_url": "https://shop.example/cart/1"}
+
+
+def cart_send_input(key: str = "journey/cart/c1/1/reminder/1", **changes: object) -> SendInput:
+    """The cart reminder to contact c1 as its journey schedules it (the send activity's input)."""
+    event = JourneyEvent(event_id="e1", name="cart_updated", properties=CART, occurred_at=SEND_AT)
+    values: dict[str, object] = {
+        "idempotency_key": key,
+        "journey": "cart-abandonment",
+        "version": 1,
+        "step_id": "reminder",
+        "contact_key": "c1",
+        "template": "cart-reminder",
+        "purpose": "marketing",
+        "topic": "cart",
+        "trigger": event,
+        "event": event,
+        "scheduled_at": SEND_AT,
+    }
+    values.update(changes)
+    return SendInput.model_validate(values)

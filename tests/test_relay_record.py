@@ -15,7 +15,7 @@ import pytest
 from conftest import POSTGRES_URL
 from sqlalchemy import create_engine, text, update
 from sqlmodel import col, select
-from support import AUDIT_KEY, activity_env, make_sender
+from support import AUDIT_KEY, activity_env, cart_send_input, make_sender
 from temporalio.exceptions import ApplicationError
 from typer.testing import CliRunner
 
@@ -30,9 +30,7 @@ from tidings.db import deliveries, delivery_events
 from tidings.db.contacts import upsert_contact
 from tidings.db.engine import Database, normalize_url
 from tidings.models.contact import IdentifyContact
-from tidings.models.events import JourneyEvent
 from tidings.models.tables import Delivery
-from tidings.models.workflow_io import SendInput
 from tidings.settings import Settings
 from tidings.starter.cli import app
 from tidings.starter.outbox import read_email_outbox
@@ -195,26 +193,6 @@ def with_record(database: Database, smtp: SmtpSink, tmp_path: Path) -> MessageSe
     return make_sender(database, smtp, tmp_path, smtp_record=f"maildir:{smtp.maildir_path}")
 
 
-def send_input() -> SendInput:
-    cart = {"total": 150.0, "currency": "EUR", "cart_url": "https://shop.example/cart/1"}
-    event = JourneyEvent(event_id="e1", name="cart_updated", properties=cart, occurred_at=NOW)
-    return SendInput.model_validate(
-        {
-            "idempotency_key": KEY,
-            "journey": "cart-abandonment",
-            "version": 1,
-            "step_id": "reminder",
-            "contact_key": "c1",
-            "template": "cart-reminder",
-            "purpose": "marketing",
-            "topic": "cart",
-            "trigger": event,
-            "event": event,
-            "scheduled_at": NOW,
-        }
-    )
-
-
 def the_row(database: Database) -> Delivery:
     with database.session() as session:
         [row] = session.exec(select(Delivery)).all()
@@ -272,10 +250,10 @@ def test_a_send_the_relay_kept_is_recorded_sent_from_its_record(
     database: Database, smtp: SmtpSink, tmp_path: Path
 ) -> None:
     sender = with_record(database, smtp, tmp_path)
-    assert activity_env().run(sender.send_email, send_input()).status == "sent"
+    assert activity_env().run(sender.send_email, cart_send_input()).status == "sent"
     left_sending(database, marked=timedelta(seconds=1))  # killed before recording the 250
 
-    result = activity_env(attempt=2).run(sender.send_email, send_input())
+    result = activity_env(attempt=2).run(sender.send_email, cart_send_input())
 
     row = the_row(database)
     assert (result.status, row.status, row.attempts) == ("sent", "sent", 1)
@@ -290,7 +268,7 @@ def test_a_send_the_relay_never_got_is_sent_again_once_with_the_same_message_id(
     claimed_only(database, marked=LONG_AGO)
     sender = with_record(database, smtp, tmp_path)
 
-    result = activity_env(attempt=2).run(sender.send_email, send_input())
+    result = activity_env(attempt=2).run(sender.send_email, cart_send_input())
 
     row = the_row(database)
     [message] = read_email_outbox(smtp.maildir_path)
@@ -298,7 +276,7 @@ def test_a_send_the_relay_never_got_is_sent_again_once_with_the_same_message_id(
     assert message.message_id == email_message_id(KEY, SENDER)
     assert RELAY_ABSENT in history(database)
     # A third attempt (the second's answer lost) finds it sent: no copy more.
-    assert activity_env(attempt=3).run(sender.send_email, send_input()).status == "sent"
+    assert activity_env(attempt=3).run(sender.send_email, cart_send_input()).status == "sent"
     assert len(read_email_outbox(smtp.maildir_path)) == 1
 
 
@@ -309,7 +287,7 @@ def test_an_absent_answer_is_not_trusted_until_the_hand_over_is_old_enough(
     sender = with_record(database, smtp, tmp_path)
 
     with pytest.raises(ApplicationError) as caught:
-        activity_env(attempt=2).run(sender.send_email, send_input())
+        activity_env(attempt=2).run(sender.send_email, cart_send_input())
 
     # SMTP timeout 5 s + margin 30 s, of which 5 s have passed.
     delay = caught.value.next_retry_delay
@@ -325,7 +303,7 @@ def test_without_a_readable_record_a_cut_send_stays_uncertain(
     claimed_only(database, marked=LONG_AGO)
     sender = make_sender(database, smtp, tmp_path, smtp_record=record.format(tmp=tmp_path))
 
-    result = activity_env(attempt=2).run(sender.send_email, send_input())
+    result = activity_env(attempt=2).run(sender.send_email, cart_send_input())
 
     row = the_row(database)
     assert (result.status, row.status) == ("uncertain", "uncertain")
@@ -436,7 +414,7 @@ def test_reconcile_settles_uncertain_sends_from_the_relay_record(
     # One send the relay kept though its answer was lost (a real uncertain send) ...
     sender = make_sender(database, smtp, tmp_path)
     smtp.reply_next(DROP_AFTER_ACCEPT)
-    assert activity_env().run(sender.send_email, send_input()).status == "uncertain"
+    assert activity_env().run(sender.send_email, cart_send_input()).status == "uncertain"
     with database.session() as session:
         session.execute(update(Delivery).values(updated_at=datetime.now(UTC) - LONG_AGO, id="kept"))
     # ... one it never got, and one the worker handed to a provider with no record.

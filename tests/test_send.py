@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 from sqlmodel import select
-from support import AUDIT_KEY, Stack, activity_env, make_sender
+from support import AUDIT_KEY, Stack, activity_env, cart_send_input, make_sender
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
@@ -22,13 +22,11 @@ from tidings.models.contact import IdentifyContact
 from tidings.models.events import JourneyEvent
 from tidings.models.policy import Cap, PolicyConfig
 from tidings.models.tables import Delivery
-from tidings.models.workflow_io import SendInput
 from tidings.starter.outbox import OutboxMessage, read_email_outbox
 from tidings.starter.smtp_sink import DROP_AFTER_ACCEPT, SmtpSink
 from tidings.workflows.interpreter import SEND_RETRY
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
-CART = {"total": 150.0, "currency": "EUR", "cart_url": "https://shop.example/cart/1"}
 
 
 @pytest.fixture
@@ -57,25 +55,6 @@ def sender(database: Database, smtp: SmtpSink, tmp_path: Path) -> MessageSender:
     return make_sender(database, smtp, tmp_path)
 
 
-def send_input(key: str = "journey/cart/c1/1/reminder/1", **changes: object) -> SendInput:
-    event = JourneyEvent(event_id="e1", name="cart_updated", properties=CART, occurred_at=NOW)
-    values: dict[str, object] = {
-        "idempotency_key": key,
-        "journey": "cart-abandonment",
-        "version": 1,
-        "step_id": "reminder",
-        "contact_key": "c1",
-        "template": "cart-reminder",
-        "purpose": "marketing",
-        "topic": "cart",
-        "trigger": event,
-        "event": event,
-        "scheduled_at": NOW,
-    }
-    values.update(changes)
-    return SendInput.model_validate(values)
-
-
 def smtp_messages(smtp: SmtpSink) -> list[OutboxMessage]:
     return read_email_outbox(smtp.maildir_path)
 
@@ -88,7 +67,7 @@ def rows(database: Database) -> list[Delivery]:
 def test_a_send_reaches_the_smtp_server_as_multipart_text_and_html(
     sender: MessageSender, smtp: SmtpSink, database: Database
 ) -> None:
-    result = activity_env().run(sender.send_email, send_input())
+    result = activity_env().run(sender.send_email, cart_send_input())
 
     [message] = smtp_messages(smtp)
     [row] = rows(database)
@@ -106,8 +85,8 @@ def test_the_same_delivery_twice_sends_once(
     sender: MessageSender, smtp: SmtpSink, database: Database
 ) -> None:
     env = activity_env()
-    first = env.run(sender.send_email, send_input())
-    second = env.run(sender.send_email, send_input())
+    first = env.run(sender.send_email, cart_send_input())
+    second = env.run(sender.send_email, cart_send_input())
 
     assert first == second
     assert len(smtp_messages(smtp)) == 1
@@ -119,11 +98,11 @@ def test_a_transient_refusal_is_retried_by_temporal_and_recorded(
 ) -> None:
     smtp.reply_next("451 4.3.0 Mailbox busy, try later")
     with pytest.raises(ApplicationError, match="SMTP 451") as caught:
-        activity_env().run(sender.send_email, send_input())
+        activity_env().run(sender.send_email, cart_send_input())
     assert not caught.value.non_retryable
     assert [r.status for r in rows(database)] == ["deferred"]
 
-    result = activity_env().run(sender.send_email, send_input())
+    result = activity_env().run(sender.send_email, cart_send_input())
 
     assert result.status == "sent"
     [row] = rows(database)
@@ -136,7 +115,7 @@ def test_the_last_transient_attempt_records_a_failure_instead_of_raising(
 ) -> None:
     smtp.reply_next("421 4.7.0 Too many connections")
     env = activity_env(attempt=8, retry_policy=RetryPolicy(maximum_attempts=8))
-    result = env.run(sender.send_email, send_input())
+    result = env.run(sender.send_email, cart_send_input())
     assert (result.status, [r.status for r in rows(database)]) == ("failed", ["failed"])
 
 
@@ -144,7 +123,7 @@ def test_an_unknown_recipient_is_a_permanent_failure(
     sender: MessageSender, smtp: SmtpSink, database: Database
 ) -> None:
     smtp.refuse_recipient("ann@example.com", "550 5.1.1 No such user")
-    result = activity_env().run(sender.send_email, send_input())
+    result = activity_env().run(sender.send_email, cart_send_input())
     assert result.status == "failed"
     assert "SMTP 550 5.1.1 No such user" in result.detail
     assert smtp_messages(smtp) == []
@@ -154,8 +133,8 @@ def test_a_connection_lost_after_handing_over_is_uncertain_and_never_resent(
     sender: MessageSender, smtp: SmtpSink, database: Database
 ) -> None:
     smtp.reply_next(DROP_AFTER_ACCEPT)
-    first = activity_env().run(sender.send_email, send_input())
-    again = activity_env().run(sender.send_email, send_input())
+    first = activity_env().run(sender.send_email, cart_send_input())
+    again = activity_env().run(sender.send_email, cart_send_input())
 
     assert (first.status, again.status) == ("uncertain", "uncertain")
     assert len(smtp_messages(smtp)) == 1  # the server did keep it: sending again would duplicate
@@ -187,7 +166,7 @@ def test_an_attempt_that_died_after_handing_over_is_not_repeated(
 ) -> None:
     """Killed past the point of no return (`sending`): nobody knows, so the retry stops."""
     left_by_a_dead_attempt(database, "sending")
-    result = activity_env(attempt=2).run(sender.send_email, send_input())
+    result = activity_env(attempt=2).run(sender.send_email, cart_send_input())
     assert (result.status, result.delivery_id) == ("uncertain", "d-crashed")
     assert smtp_messages(smtp) == []
 
@@ -197,7 +176,7 @@ def test_an_attempt_that_died_before_handing_over_is_sent_by_the_next(
 ) -> None:
     """Killed while `claimed`: nothing reached the server, so the retry sends it, once."""
     left_by_a_dead_attempt(database, "claimed")
-    result = activity_env(attempt=2).run(sender.send_email, send_input())
+    result = activity_env(attempt=2).run(sender.send_email, cart_send_input())
 
     assert (result.status, result.delivery_id) == ("sent", "d-crashed")
     assert len(smtp_messages(smtp)) == 1
@@ -215,7 +194,7 @@ def test_a_send_accepted_but_never_recorded_is_recorded_from_its_receipt(
         "journey/cart/c1/1/reminder/1",
         Receipt("smtp", "<m1@acme.example>", "digest", accepted_at=NOW),
     )
-    result = activity_env(attempt=2).run(sender.send_email, send_input())
+    result = activity_env(attempt=2).run(sender.send_email, cart_send_input())
 
     assert (result.status, result.delivery_id) == ("sent", "d-crashed")
     assert smtp_messages(smtp) == []  # not sent again
@@ -231,7 +210,7 @@ def test_a_send_accepted_but_never_recorded_is_recorded_from_its_receipt(
 def test_a_recorded_send_leaves_no_receipt(
     sender: MessageSender, smtp: SmtpSink, database: Database, tmp_path: Path
 ) -> None:
-    assert activity_env().run(sender.send_email, send_input()).status == "sent"
+    assert activity_env().run(sender.send_email, cart_send_input()).status == "sent"
     assert list((tmp_path / "receipts").iterdir()) == []
 
 
@@ -257,7 +236,7 @@ def test_the_point_of_no_return_comes_after_the_envelope(
 
     monkeypatch.setattr(smtp.handler, "handle_RCPT", at_rcpt)
     monkeypatch.setattr(smtp.handler, "handle_DATA", at_data)
-    result = activity_env().run(sender.send_email, send_input())
+    result = activity_env().run(sender.send_email, cart_send_input())
 
     assert result.status == "sent"
     assert seen == {"rcpt": ("claimed", 1), "data": ("sending", 1)}
@@ -275,12 +254,12 @@ def test_an_attempt_overtaken_by_a_later_one_hangs_up_before_the_body(
         return await rcpt(*args)
 
     monkeypatch.setattr(smtp.handler, "handle_RCPT", taken_meanwhile)
-    activity_env().run(sender.send_email, send_input())
+    activity_env().run(sender.send_email, cart_send_input())
 
     assert smtp_messages(smtp) == []
     assert status_of(database) == ("claimed", 2)  # the later attempt's claim stands
     monkeypatch.undo()
-    later = activity_env(attempt=3).run(sender.send_email, send_input())
+    later = activity_env(attempt=3).run(sender.send_email, cart_send_input())
     assert later.status == "sent" and len(smtp_messages(smtp)) == 1
 
 
@@ -288,7 +267,7 @@ def test_missing_required_data_fails_with_the_field_and_the_fix(
     sender: MessageSender, smtp: SmtpSink, database: Database
 ) -> None:
     bare = JourneyEvent(event_id="e2", name="cart_updated", occurred_at=NOW)
-    result = activity_env().run(sender.send_email, send_input(trigger=bare, event=bare))
+    result = activity_env().run(sender.send_email, cart_send_input(trigger=bare, event=bare))
     assert result.status == "failed"
     assert "trigger.properties.cart_url" in result.detail
     assert (
@@ -302,7 +281,7 @@ def test_missing_required_data_fails_with_the_field_and_the_fix(
 def test_a_contact_without_an_email_address_is_skipped(
     sender: MessageSender, smtp: SmtpSink, database: Database
 ) -> None:
-    result = activity_env().run(sender.send_email, send_input(contact_key="no-email"))
+    result = activity_env().run(sender.send_email, cart_send_input(contact_key="no-email"))
     assert (result.status, result.detail) == ("skipped", "the contact has no email address")
 
 
@@ -337,10 +316,10 @@ def test_no_attempt_starts_when_it_could_not_end_before_the_deadline(
 ) -> None:
     smtp.reply_next("451 4.3.0 try later")
     with pytest.raises(ApplicationError):
-        activity_env(retry_policy=SEND_RETRY).run(sender.send_email, send_input())
+        activity_env(retry_policy=SEND_RETRY).run(sender.send_email, cart_send_input())
     late = activity_env(attempt=2, retry_policy=SEND_RETRY, scheduled_ago=26 * 60)
 
-    result = late.run(sender.send_email, send_input())
+    result = late.run(sender.send_email, cart_send_input())
 
     assert result.status == "failed" and "too late" in result.detail
     assert [(r.status, r.attempts) for r in rows(database)] == [("failed", 1)]
@@ -352,7 +331,7 @@ def test_a_transient_failure_is_final_when_the_next_retry_would_be_too_late(
 ) -> None:
     smtp.reply_next("451 4.3.0 try later")
     nearly_late = activity_env(attempt=7, retry_policy=SEND_RETRY, scheduled_ago=24 * 60)
-    result = nearly_late.run(sender.send_email, send_input())
+    result = nearly_late.run(sender.send_email, cart_send_input())
     assert (result.status, [r.status for r in rows(database)]) == ("failed", ["failed"])
 
 
@@ -361,11 +340,11 @@ def test_a_retry_that_finds_nothing_to_send_settles_the_deferred_row(
 ) -> None:
     smtp.reply_next("451 4.3.0 try later")
     with pytest.raises(ApplicationError):
-        activity_env(retry_policy=SEND_RETRY).run(sender.send_email, send_input())
+        activity_env(retry_policy=SEND_RETRY).run(sender.send_email, cart_send_input())
     with database.session() as session:
         session.execute(text("DELETE FROM contact_identities"))
 
-    result = activity_env(attempt=2).run(sender.send_email, send_input())
+    result = activity_env(attempt=2).run(sender.send_email, cart_send_input())
 
     assert result.status == "skipped"
     assert [r.status for r in rows(database)] == ["skipped"]
@@ -393,7 +372,7 @@ def test_a_template_that_breaks_on_its_data_fails_that_send_with_the_reason(
     broken = make_sender(database, smtp, tmp_path, templates_dir=templates)
     zero = JourneyEvent(event_id="z", name="cart_updated", properties={"total": 0}, occurred_at=NOW)
     result = activity_env().run(
-        broken.send_email, send_input(template="ratio", trigger=zero, event=zero)
+        broken.send_email, cart_send_input(template="ratio", trigger=zero, event=zero)
     )
     assert result.status == "failed"
     assert "ZeroDivisionError" in result.detail
@@ -410,13 +389,13 @@ def test_a_retry_does_not_wait_for_its_own_earlier_attempt_under_a_cap(
         policy=PolicyConfig(caps=[Cap(name="3 a week", max=3, per=timedelta(days=7))]),
     )
     for n in (1, 2):
-        activity_env().run(capped.send_email, send_input(key=f"earlier/{n}"))
+        activity_env().run(capped.send_email, cart_send_input(key=f"earlier/{n}"))
     smtp.reply_next("451 4.3.0 try later")
     with pytest.raises(ApplicationError):
-        activity_env(retry_policy=SEND_RETRY).run(capped.send_email, send_input(key="third"))
+        activity_env(retry_policy=SEND_RETRY).run(capped.send_email, cart_send_input(key="third"))
 
     retried = activity_env(attempt=2, retry_policy=SEND_RETRY).run(
-        capped.send_email, send_input(key="third")
+        capped.send_email, cart_send_input(key="third")
     )
 
     assert retried.status == "sent"
