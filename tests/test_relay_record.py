@@ -214,13 +214,16 @@ def left_sending(database: Database, marked: timedelta, provider: str = "smtp") 
         )
 
 
-def claimed_only(database: Database, marked: timedelta) -> None:
-    """A `sending` row for a message that never reached the server."""
+def cut_short(
+    database: Database, *, status: str, marked: timedelta, key: str = KEY, row_id: str = "d-cut"
+) -> None:
+    """A row an attempt left mid-send `marked` ago: `sending` (the retry finds it) or
+    `uncertain` (what reconcile settles)."""
     with database.session() as session:
         session.add(
             Delivery(
-                id="d-cut",
-                idempotency_key=KEY,
+                id=row_id,
+                idempotency_key=key,
                 contact_key="c1",
                 journey="cart-abandonment",
                 step_id="reminder",
@@ -229,7 +232,7 @@ def claimed_only(database: Database, marked: timedelta) -> None:
                 purpose="marketing",
                 topic="cart",
                 to_address="ann@example.com",
-                status="sending",
+                status=status,
                 provider="smtp",
                 attempts=1,
                 scheduled_at=NOW,
@@ -265,7 +268,7 @@ def test_a_send_the_relay_kept_is_recorded_sent_from_its_record(
 def test_a_send_the_relay_never_got_is_sent_again_once_with_the_same_message_id(
     database: Database, smtp: SmtpSink, tmp_path: Path
 ) -> None:
-    claimed_only(database, marked=LONG_AGO)
+    cut_short(database, status="sending", marked=LONG_AGO)
     sender = with_record(database, smtp, tmp_path)
 
     result = activity_env(attempt=2).run(sender.send_email, cart_send_input())
@@ -283,7 +286,7 @@ def test_a_send_the_relay_never_got_is_sent_again_once_with_the_same_message_id(
 def test_an_absent_answer_is_not_trusted_until_the_hand_over_is_old_enough(
     database: Database, smtp: SmtpSink, tmp_path: Path
 ) -> None:
-    claimed_only(database, marked=timedelta(seconds=5))
+    cut_short(database, status="sending", marked=timedelta(seconds=5))
     sender = with_record(database, smtp, tmp_path)
 
     with pytest.raises(ApplicationError) as caught:
@@ -300,7 +303,7 @@ def test_an_absent_answer_is_not_trusted_until_the_hand_over_is_old_enough(
 def test_without_a_readable_record_a_cut_send_stays_uncertain(
     database: Database, smtp: SmtpSink, tmp_path: Path, record: str
 ) -> None:
-    claimed_only(database, marked=LONG_AGO)
+    cut_short(database, status="sending", marked=LONG_AGO)
     sender = make_sender(database, smtp, tmp_path, smtp_record=record.format(tmp=tmp_path))
 
     result = activity_env(attempt=2).run(sender.send_email, cart_send_input())
@@ -382,26 +385,7 @@ def waiting_for_the_row_lock() -> None:
 
 
 def uncertain_row(database: Database, key: str, *, marked: timedelta) -> None:
-    with database.session() as session:
-        session.add(
-            Delivery(
-                id=key.rsplit("/", 1)[-1],
-                idempotency_key=key,
-                contact_key="c1",
-                journey="cart-abandonment",
-                step_id="reminder",
-                channel="email",
-                template="cart-reminder",
-                purpose="marketing",
-                to_address="ann@example.com",
-                status="uncertain",
-                provider="smtp",
-                attempts=1,
-                scheduled_at=NOW,
-                counted_at=datetime.now(UTC) - marked,
-                updated_at=datetime.now(UTC) - marked,
-            )
-        )
+    cut_short(database, status="uncertain", marked=marked, key=key, row_id=key.rsplit("/", 1)[-1])
 
 
 def test_reconcile_settles_uncertain_sends_from_the_relay_record(
